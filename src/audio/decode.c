@@ -1,0 +1,280 @@
+/* Decoding any supported file: sniff the bytes, route MP3 to libmpg123
+ * (mp3.c) and WAV/RF64, FLAC, Ogg and AIFF to libsndfile.
+ *
+ * Routing is by content, never by file name: a PNG renamed to .mp3 is
+ * refused with a message saying what it looks like. Output is interleaved
+ * float (frames, channels) at the file's own rate. libsndfile's frame count
+ * comes from the header; it is trusted for the duration limit and for one
+ * allocation only when plausible for the file size (a hostile FLAC header can
+ * claim any length), otherwise the buffer grows as audio actually decodes.
+ * Reference: libsndfile sndfile.h (sf_open_fd, sf_open_virtual).
+ * Threading: no shared state; safe on any thread. */
+#include "audio/audio.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <sndfile.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+enum {
+    HEAD_BYTES = 64 * 1024 + 64, /* what audio_sniff needs to find MP3 frames */
+    MAX_ID3_TAGS = 8,
+    READ_CHUNK_FRAMES = 64 * 1024,
+    MAX_SAMPLE_RATE = 768000, /* the highest rate real converters record */
+    MAX_EXPANSION = 64        /* decoded float bytes per file byte we trust a header for */
+};
+
+/* Up to n bytes at offset; the count read, or -1 with errno set. */
+static ssize_t read_at(int fd, unsigned char *buf, size_t n, off_t offset)
+{
+    size_t done = 0;
+    while (done < n) {
+        ssize_t got = pread(fd, buf + done, n - done, offset + (off_t)done);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) return -1;
+        if (got == 0) break;
+        done += (size_t)got;
+    }
+    return (ssize_t)done;
+}
+
+/* Fill head with the bytes that decide the format: the file's start, or,
+ * when ID3v2 tags (often with cover art) are larger than that, the bytes
+ * after them. Returns the count or -1 with errno set. */
+static ssize_t read_head(int fd, unsigned char *head)
+{
+    ssize_t n = read_at(fd, head, HEAD_BYTES, 0);
+    if (n < 0 || audio_id3v2_size(head, (size_t)n) < (size_t)n) return n;
+    off_t offset = 0;
+    for (int t = 0; t < MAX_ID3_TAGS; t++) {
+        unsigned char tag[10];
+        size_t size;
+        if (read_at(fd, tag, sizeof tag, offset) != (ssize_t)sizeof tag ||
+            (size = audio_id3v2_size(tag, sizeof tag)) == 0)
+            break;
+        offset += (off_t)size;
+    }
+    return read_at(fd, head, HEAD_BYTES, offset);
+}
+
+/* A hint for the "not recognised" message: common files people try. */
+static const char *describe(const unsigned char *b, size_t n)
+{
+    if (n >= 8 && !memcmp(b + 4, "ftyp", 4)) return "it looks like MP4/M4A, which is not supported";
+    if (n >= 4 && !memcmp(b, "\x89PNG", 4)) return "it looks like a PNG image";
+    if (n >= 3 && !memcmp(b, "\xFF\xD8\xFF", 3)) return "it looks like a JPEG image";
+    if (n >= 4 && !memcmp(b, "PK\x03\x04", 4)) return "it looks like a ZIP archive";
+    if (n >= 4 && !memcmp(b, "%PDF", 4)) return "it looks like a PDF document";
+    return "expected WAV, FLAC, Ogg, AIFF or MP3";
+}
+
+static int not_recognised(d2m_error *err, const char *name, const unsigned char *b, size_t n)
+{
+    char hex[3 * 8 + 1] = "";
+    for (size_t i = 0; i < n && i < 8; i++) snprintf(hex + 3 * i, 4, " %02X", b[i]);
+    return d2m_fail(err, D2M_ERR_FORMAT, "%s: not a recognised audio file (%s; first bytes%s)",
+                    name, describe(b, n), hex);
+}
+
+static int subformat_bits(int format)
+{
+    switch (format & SF_FORMAT_SUBMASK) {
+    case SF_FORMAT_PCM_S8:
+    case SF_FORMAT_PCM_U8: return 8;
+    case SF_FORMAT_PCM_16: return 16;
+    case SF_FORMAT_PCM_24: return 24;
+    case SF_FORMAT_PCM_32:
+    case SF_FORMAT_FLOAT: return 32;
+    case SF_FORMAT_DOUBLE: return 64;
+    default: return 0; /* lossy or companded: no meaningful bit depth */
+    }
+}
+
+/* Read everything libsndfile can give from an open file. file_bytes bounds
+ * how far the header's frame count is trusted before audio arrives. */
+static int read_sndfile(d2m_audio *out, d2m_decode_info *info, SNDFILE *sf, const SF_INFO *si,
+                        int64_t file_bytes, const char *name, double max_duration_s,
+                        d2m_error *err)
+{
+    float *data = NULL; /* (capacity, channels) */
+    int64_t frames = 0, capacity, claimed = (int64_t)si->frames;
+    int rc, c = si->channels;
+
+    info->sample_rate = si->samplerate;
+    info->channels = c;
+    info->bits = subformat_bits(si->format);
+    if (c < 1 || c > AUDIO_MAX_CHANNELS || si->samplerate < 1 || si->samplerate > MAX_SAMPLE_RATE)
+        return d2m_fail(err, D2M_ERR_FORMAT, "%s: unsupported layout (%d channels at %d Hz)",
+                        name, c, si->samplerate);
+    if (claimed <= 0) return d2m_fail(err, D2M_ERR_FORMAT, "%s: contains no audio", name);
+    if (max_duration_s > 0 && (double)claimed > max_duration_s * si->samplerate)
+        return d2m_fail(err, D2M_ERR_TOO_LONG, "%s: %.0f s long, the limit is %.0f s", name,
+                        (double)claimed / si->samplerate, max_duration_s);
+
+    int64_t plausible = file_bytes * MAX_EXPANSION / (int64_t)(c * sizeof(float));
+    capacity = claimed <= plausible ? claimed : READ_CHUNK_FRAMES;
+    for (;;) {
+        if (frames == capacity) {
+            /* Only when the header understated or was not trusted. */
+            int64_t cap = 2 * capacity;
+            if ((uint64_t)cap > SIZE_MAX / sizeof(float) / (size_t)c) goto nomem;
+            float *grown = realloc(data, (size_t)(cap * c) * sizeof *grown);
+            if (!grown) goto nomem;
+            data = grown;
+            capacity = cap;
+        } else if (!data) {
+            if ((uint64_t)capacity > SIZE_MAX / sizeof(float) / (size_t)c) goto nomem;
+            data = malloc((size_t)(capacity * c) * sizeof *data);
+            if (!data) goto nomem;
+        }
+        int64_t want = capacity - frames < READ_CHUNK_FRAMES ? capacity - frames : READ_CHUNK_FRAMES;
+        sf_count_t got = sf_readf_float(sf, data + frames * c, (sf_count_t)want);
+        if (got <= 0) break;
+        frames += got;
+        if (max_duration_s > 0 && (double)frames > max_duration_s * si->samplerate) {
+            rc = d2m_fail(err, D2M_ERR_TOO_LONG, "%s: longer than the limit of %.0f s", name,
+                          max_duration_s);
+            goto fail;
+        }
+    }
+    if (frames == 0) {
+        rc = d2m_fail(err, D2M_ERR_FORMAT, "%s: no audio could be decoded (%s)", name,
+                      sf_strerror(sf));
+        goto fail;
+    }
+    if (frames < claimed)
+        snprintf(info->warning, sizeof info->warning,
+                 "decoded %.1f s of %.1f s; the file is truncated or damaged after that point",
+                 (double)frames / si->samplerate, (double)claimed / si->samplerate);
+
+    float *exact = realloc(data, (size_t)(frames * c) * sizeof *exact);
+    out->data = exact ? exact : data;
+    out->frames = frames;
+    out->channels = c;
+    out->sample_rate = si->samplerate;
+    return 0;
+nomem:
+    rc = d2m_fail(err, D2M_ERR_NOMEM, "%s: out of memory after %.0f s of audio", name,
+                  (double)frames / si->samplerate);
+fail:
+    free(data);
+    return rc;
+}
+
+int audio_decode_file(d2m_audio *out, d2m_decode_info *info, const char *path,
+                      double max_duration_s, d2m_error *err)
+{
+    unsigned char *head = NULL;
+    SNDFILE *sf = NULL;
+    SF_INFO si = {0};
+    struct stat st;
+    int rc, fd;
+
+    memset(out, 0, sizeof *out);
+    memset(info, 0, sizeof *info);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return d2m_fail(err, D2M_ERR_IO, "%s: %s", path, strerror(errno));
+    if (fstat(fd, &st) != 0) {
+        rc = d2m_fail(err, D2M_ERR_IO, "%s: %s", path, strerror(errno));
+        goto fail;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        rc = d2m_fail(err, D2M_ERR_IO, "%s: %s", path, strerror(EISDIR));
+        goto fail;
+    }
+    if (st.st_size == 0) {
+        rc = d2m_fail(err, D2M_ERR_FORMAT, "%s: empty file", path);
+        goto fail;
+    }
+    head = malloc(HEAD_BYTES);
+    if (!head) {
+        rc = d2m_fail(err, D2M_ERR_NOMEM, "%s: out of memory", path);
+        goto fail;
+    }
+    ssize_t n = read_head(fd, head);
+    if (n < 0) {
+        rc = d2m_fail(err, D2M_ERR_IO, "%s: %s", path, strerror(errno));
+        goto fail;
+    }
+    const char *format = audio_sniff(head, (size_t)n);
+    if (!format[0]) {
+        rc = not_recognised(err, path, head, (size_t)n);
+        goto fail;
+    }
+    if (!strcmp(format, "mp3")) {
+        rc = audio_decode_mp3_fd(out, info, fd, path, max_duration_s, err);
+        goto fail; /* the shared cleanup, success or not */
+    }
+    snprintf(info->format, sizeof info->format, "%s", format);
+    if (lseek(fd, 0, SEEK_SET) != 0) {
+        rc = d2m_fail(err, D2M_ERR_IO, "%s: %s", path, strerror(errno));
+        goto fail;
+    }
+    sf = sf_open_fd(fd, SFM_READ, &si, SF_FALSE);
+    if (!sf) {
+        rc = d2m_fail(err, D2M_ERR_FORMAT, "%s: %s", path, sf_strerror(NULL));
+        goto fail;
+    }
+    rc = read_sndfile(out, info, sf, &si, (int64_t)st.st_size, path, max_duration_s, err);
+fail:
+    if (sf) sf_close(sf);
+    free(head);
+    close(fd);
+    return rc;
+}
+
+/* libsndfile virtual I/O over a read-only byte range. */
+typedef struct {
+    const unsigned char *bytes;
+    sf_count_t size, pos;
+} memory_file;
+
+static sf_count_t memory_length(void *user) { return ((memory_file *)user)->size; }
+static sf_count_t memory_tell(void *user) { return ((memory_file *)user)->pos; }
+
+static sf_count_t memory_seek(sf_count_t offset, int whence, void *user)
+{
+    memory_file *m = user;
+    sf_count_t base = whence == SEEK_SET ? 0 : whence == SEEK_CUR ? m->pos : m->size;
+    if (offset < -base || offset > m->size - base) return -1; /* stay inside the bytes */
+    m->pos = base + offset;
+    return m->pos;
+}
+
+static sf_count_t memory_read(void *ptr, sf_count_t count, void *user)
+{
+    memory_file *m = user;
+    if (count <= 0 || m->pos >= m->size) return 0;
+    if (count > m->size - m->pos) count = m->size - m->pos;
+    memcpy(ptr, m->bytes + m->pos, (size_t)count);
+    m->pos += count;
+    return count;
+}
+
+int audio_decode_memory(d2m_audio *out, d2m_decode_info *info, const unsigned char *bytes,
+                        size_t n, double max_duration_s, d2m_error *err)
+{
+    const char *name = "(memory)";
+    memset(out, 0, sizeof *out);
+    memset(info, 0, sizeof *info);
+    if (!bytes || n == 0) return d2m_fail(err, D2M_ERR_FORMAT, "%s: empty file", name);
+    const char *format = audio_sniff(bytes, n);
+    if (!format[0]) return not_recognised(err, name, bytes, n);
+    if (!strcmp(format, "mp3"))
+        return audio_decode_mp3_memory(out, info, bytes, n, max_duration_s, err);
+
+    SF_VIRTUAL_IO io = {memory_length, memory_seek, memory_read, NULL, memory_tell};
+    memory_file m = {bytes, (sf_count_t)n, 0};
+    SF_INFO si = {0};
+    snprintf(info->format, sizeof info->format, "%s", format);
+    SNDFILE *sf = sf_open_virtual(&io, SFM_READ, &si, &m);
+    if (!sf) return d2m_fail(err, D2M_ERR_FORMAT, "%s: %s", name, sf_strerror(NULL));
+    int rc = read_sndfile(out, info, sf, &si, (int64_t)n, name, max_duration_s, err);
+    sf_close(sf);
+    return rc;
+}

@@ -1,0 +1,39 @@
+/* Pipeline internals shared by its files. */
+#ifndef D2M_PIPELINE_H
+#define D2M_PIPELINE_H
+
+#include "audio/audio.h"
+#include "drums/drums.h"
+
+/* Everything the analysis found, for the report. */
+typedef struct {
+    const d2m_options *opt;
+    const d2m_decode_info *info;
+    const d2m_beats *beats;
+    const d2m_loop *loop;
+    const d2m_hits *hits;
+    const d2m_notes *loop_notes;
+    int ppq;
+} report_input;
+
+/* report.json text (malloc'ed) from the result and the analysis; NULL when
+ * out of memory. */
+char *report_build(const d2m_result *r, const report_input *in);
+
+/* Output files are written as ".NAME.part" and renamed when the job
+ * succeeds; a failed job removes its parts. */
+typedef struct {
+    char dir[1024];
+    char names[8][256];
+    int n;
+} output_set;
+
+/* Path to write NAME to (its .part name); registers NAME in the set. */
+const char *outputs_part_path(output_set *s, char *buf, size_t n, const char *name);
+int outputs_commit(output_set *s, d2m_error *err);
+void outputs_discard(output_set *s);
+
+/* mkdir -p dir and check a file can be created there. */
+int outputs_prepare_dir(const char *dir, d2m_error *err);
+
+#endif
