@@ -9,11 +9,14 @@
  *    pulse's do too but weaker) times a log-normal prior on 60..200 BPM
  *    centred at 115 BPM: picks the beat level, not eighths or half-time.
  *    Parabolic interpolation refines the lag.
- * 3. Beats: Ellis' dynamic programming ("Beat tracking by dynamic
- *    programming", JNMR 2007) with tightness 100. When the tracked beats fit
- *    a straight line within 15 ms RMS (a constant-tempo production) they are
- *    replaced by that line: a DAW grid that drifts by a frame here and there
- *    helps nobody.
+ * 3. Beats: a constant-tempo grid fitted to the whole song (period and
+ *    phase maximising the envelope on the grid, +-17 ms tolerance), so
+ *    every section votes and a hats-only intro cannot pull the phase onto
+ *    the off-beats. Ellis' dynamic programming ("Beat tracking by dynamic
+ *    programming", JNMR 2007, tightness 100) tracks beats too; its beats are
+ *    used only when their mean period over 32-beat windows wanders more than
+ *    2.5% from the grid's (a song whose tempo moves). A steady grid is what
+ *    a DAW wants.
  * 4. Downbeats: the phase of four whose beats carry the most kick and the
  *    least snare, with beat 1 weighted over beat 3 and cymbals at bar starts.
  *
@@ -30,7 +33,9 @@
 #define PRIOR_BPM 115.0
 #define PRIOR_OCTAVES 0.9
 #define TIGHTNESS 100.0
-#define STRAIGHT_RMS_S 0.015
+#define GRID_TOLERANCE 3     /* frames: +-17 ms, a human drummer's spread */
+#define STEADY_WINDOW 32      /* beats: a half-beat slip moves the mean period 1.6% */
+#define STEADY_TOLERANCE 0.025 /* the mean period may wander this much and still be steady */
 #define MIN_CONFIDENCE 0.08
 
 static double band_mean(const float *v, int64_t n)
@@ -175,25 +180,63 @@ fail:
     return D2M_ERR_NOMEM;
 }
 
-/* Least-squares line through (k, t_k); returns the RMS residual. */
-static double fit_line(const double *t, int n, double *origin, double *period)
+/* Mean of env (n) sampled on the grid phase + k * period (frames, linear
+ * interpolation). */
+static double grid_mean(const float *env, int64_t n, double phase, double period)
 {
-    double sk = 0, st = 0, skk = 0, skt = 0;
-    for (int k = 0; k < n; k++) {
-        sk += k;
-        st += t[k];
-        skk += (double)k * k;
-        skt += k * t[k];
+    double s = 0.0;
+    int64_t count = 0;
+    for (double x = phase; x < n - 1; x += period, count++) {
+        int64_t i = (int64_t)x;
+        double frac = x - (double)i;
+        s += env[i] * (1.0 - frac) + env[i + 1] * frac;
     }
-    double denom = n * skk - sk * sk;
-    *period = denom > 0 ? (n * skt - sk * st) / denom : 0.0;
-    *origin = (st - *period * sk) / n;
-    double r = 0;
-    for (int k = 0; k < n; k++) {
-        double e = t[k] - (*origin + *period * k);
-        r += e * e;
+    return count ? s / (double)count : 0.0;
+}
+
+/* Best constant grid: period within +-2% of the estimate (exactly it when
+ * fixed), phase within one period; coarse then fine. Returns the mean
+ * envelope on the grid. */
+static double fit_grid(const float *env, int64_t n, double period, int fixed, double *best_phase,
+                       double *best_period)
+{
+    double best = -1.0;
+    *best_phase = 0.0;
+    *best_period = period;
+    const double span = fixed ? 0.0 : 0.02;
+    for (int pass = 0; pass < 2; pass++) {
+        double centre = *best_period, width = pass == 0 ? span : span / 20.0;
+        int steps = fixed ? 0 : 40;
+        double phase_lo = pass == 0 ? 0.0 : *best_phase - 1.0;
+        double phase_hi = pass == 0 ? centre : *best_phase + 1.0;
+        double phase_step = pass == 0 ? 1.0 : 0.125;
+        for (int k = -steps; k <= steps; k++) {
+            double p = centre * (1.0 + width * k / (steps ? steps : 1));
+            for (double ph = phase_lo; ph < phase_hi; ph += phase_step) {
+                if (ph < 0) continue;
+                double m = grid_mean(env, n, ph, p);
+                if (m > best) {
+                    best = m;
+                    *best_phase = ph;
+                    *best_period = p;
+                }
+            }
+        }
     }
-    return sqrt(r / n);
+    return best;
+}
+
+/* Whether the tracked beats (frames) keep the grid's period: their mean
+ * period over every window of STEADY_WINDOW beats stays within tolerance. */
+static int steady_tempo(const int64_t *beats, int count, double period)
+{
+    int w = count - 1 < STEADY_WINDOW ? count - 1 : STEADY_WINDOW;
+    if (w < 4) return 1;
+    for (int k = 0; k + w < count; k += w / 4 > 0 ? w / 4 : 1) {
+        double mean = (double)(beats[k + w] - beats[k]) / w;
+        if (fabs(mean / period - 1.0) > STEADY_TOLERANCE) return 0;
+    }
+    return 1;
 }
 
 /* Strength of a band's flux around time s: max within +-2 frames. */
@@ -279,7 +322,17 @@ int tempo_track(d2m_beats *out, const d2m_features *f, double forced_bpm, double
                 goto done;
             }
     }
-    int count = track_beats(&frames_of_beats, env, n, period);
+    /* A constant-tempo grid fitted to the whole song; the tracked beats only
+     * where the tempo really moves. */
+    for (int64_t t = 0; t < n; t++) {
+        float m = 0.0f;
+        for (int64_t d = t - GRID_TOLERANCE; d <= t + GRID_TOLERANCE; d++)
+            if (d >= 0 && d < n && env[d] > m) m = env[d];
+        scratch[t] = m;
+    }
+    double grid_phase, grid_period;
+    double grid = fit_grid(scratch, n, period, forced_bpm > 0, &grid_phase, &grid_period);
+    int count = track_beats(&frames_of_beats, env, n, grid_period);
     if (count < 0) {
         rc = d2m_fail(err, count, "tempo: out of memory");
         goto done;
@@ -290,21 +343,12 @@ int tempo_track(d2m_beats *out, const d2m_features *f, double forced_bpm, double
         rc = d2m_fail(err, D2M_ERR_NO_RHYTHM, "no steady beat found (fewer than two beats)");
         goto done;
     }
-    double origin, beat_s;
-    double rms = fit_line(beats.v, beats.n, &origin, &beat_s);
-    if (forced_bpm > 0 || rms < STRAIGHT_RMS_S) {
-        if (forced_bpm > 0) {
-            /* Keep the tracked phase, impose the given period. */
-            beat_s = 60.0 / forced_bpm;
-            double s = 0;
-            for (int k = 0; k < beats.n; k++) s += beats.v[k] - beat_s * k;
-            origin = s / beats.n;
-        }
-        /* A straight grid over the whole song, from the first beat >= 0. */
-        double first = origin - floor(origin / beat_s) * beat_s;
+    (void)grid;
+    if (forced_bpm > 0 || steady_tempo(frames_of_beats, count, grid_period)) {
+        double beat_s = grid_period / fr, first = grid_phase / fr;
         beats.n = 0;
-        for (double t = first; t < duration_s; t += beat_s)
-            if ((rc = d2m_dvec_push(&beats, t))) goto nomem;
+        for (int64_t k = 0; first + k * beat_s < duration_s; k++)
+            if ((rc = d2m_dvec_push(&beats, first + k * beat_s))) goto nomem;
         out->bpm = 60.0 / beat_s;
     } else {
         /* Median interval: robust to the odd skipped beat. */

@@ -12,10 +12,19 @@
 #include <png.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 typedef struct {
     char message[200];
 } png_failure;
+
+/* A half-written picture would look complete to a browser; devices such as
+ * /dev/full are left alone. */
+static void remove_partial(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) remove(path);
+}
 
 static void on_error(png_structp png, png_const_charp message)
 {
@@ -60,7 +69,7 @@ int image_write_png(const char *path, const raster *r, d2m_error *err)
     png_destroy_write_struct(&png, &info);
     if (fclose(f) != 0) { /* the last buffered bytes may fail here, e.g. disk full */
         rc = d2m_fail(err, D2M_ERR_IO, "cannot write %s: %s", path, strerror(errno));
-        remove(path);
+        remove_partial(path);
         return rc;
     }
     return 0;
@@ -68,6 +77,6 @@ int image_write_png(const char *path, const raster *r, d2m_error *err)
 fail:
     png_destroy_write_struct(png ? &png : NULL, info ? &info : NULL);
     fclose(f);
-    remove(path);
+    remove_partial(path);
     return rc;
 }

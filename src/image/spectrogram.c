@@ -48,8 +48,9 @@ enum {
 
 static const double min_hz = 30.0;
 static const float range_db = 80.0f;
-/* A range whose loudest bin is below this is drawn black rather than
- * stretched: digital silence has no spectrum worth showing. */
+/* Levels are relative to the loudest bin, but never to one quieter than
+ * silence_db + range_db, so digital silence and rounding noise stay black
+ * instead of being stretched to full scale. */
 static const float silence_db = -120.0f;
 /* Samples per block of mono mixdown, before the half-window margins. */
 static const int64_t block_samples = 1 << 16;
