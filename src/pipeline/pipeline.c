@@ -2,10 +2,11 @@
  * tempo -> loop -> transcribe -> quantize -> write. Every stage after
  * separation reads the drum stem only, never the mix.
  *
- * Memory: the decoded file, its 44.1 kHz stereo copy and the drum stem are
- * held whole (the file copy is freed after resampling, the mix after
- * separation), about 21 MB per minute of audio each, plus O(block) for the
- * separator and O(frames) for the features: bounded by --max-duration.
+ * Memory: the decoded file, its 44.1 kHz stereo copy (none when the file is
+ * already that) and the drum stem are held whole, 21 MB per minute of audio
+ * each; the file is freed after resampling, the mix after separation, so
+ * the peak is two of them plus O(block) for the separator and O(frames) for
+ * the features, about 47 MB per minute + 100 MB: bounded by --max-minutes.
  *
  * Threading: one job per call; the separator uses worker threads inside.
  */
@@ -180,7 +181,12 @@ int d2m_process_file(d2m_result *r, const char *in_path, const char *out_dir,
     r->sample_rate = info.sample_rate;
     r->channels = info.channels;
     r->duration_s = (double)file.frames / file.sample_rate;
-    if ((rc = audio_convert(&mix, &file, RATE, 2, err))) goto fail;
+    if (file.sample_rate == RATE && file.channels == 2) {
+        mix = file; /* already what the separator wants: no copy */
+        memset(&file, 0, sizeof file);
+    } else if ((rc = audio_convert(&mix, &file, RATE, 2, err))) {
+        goto fail;
+    }
     d2m_audio_free(&file);
     float peak = 0.0f;
     for (int64_t i = 0; i < mix.frames * mix.channels; i++) peak = fmaxf(peak, fabsf(mix.data[i]));

@@ -1,0 +1,188 @@
+#!/usr/bin/python3
+"""The CLI on awkward and bad inputs: every case either works (and says so
+in report.json) or fails with one clear line naming the file and the cause
+and a non-zero exit, never a crash, never a result passed off as complete.
+
+Inputs are synthesized here (tests/py/synth.py) and encoded with lame.
+Run by ctest with D2M_BIN pointing at the drum2midi binary."""
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import numpy as np  # noqa: E402
+
+import synth  # noqa: E402
+
+BIN = os.environ.get("D2M_BIN", "build/drum2midi")
+passed = failed = 0
+
+
+def check(cond, what, detail=""):
+    global passed, failed
+    if cond:
+        passed += 1
+    else:
+        failed += 1
+        print(f"FAILED: {what}\n  {detail}", file=sys.stderr)
+
+
+def run(args, timeout=600):
+    p = subprocess.run([BIN, "--progress=none"] + args, capture_output=True, text=True,
+                       timeout=timeout)
+    return p.returncode, p.stdout, p.stderr
+
+
+def expect_error(name, args, fragments, code=1):
+    rc, out, err = run(args)
+    lines = [l for l in err.strip().splitlines() if l]
+    check(rc == code, f"{name}: exit status {code}", f"got {rc}; stderr: {err.strip()}")
+    check(any("error:" in l and all(f.lower() in l.lower() for f in fragments) for l in lines),
+          f"{name}: message mentions {fragments}", f"stderr: {err.strip()}")
+    check("Traceback" not in err and "Sanitizer" not in err and "runtime error" not in err,
+          f"{name}: no crash report", err[-2000:])
+    return rc, out, err
+
+
+def expect_ok(name, args):
+    rc, out, err = run(args)
+    check(rc == 0, f"{name}: succeeds", f"rc {rc}; stderr: {err.strip()[-1500:]}")
+    check("Sanitizer" not in err and "runtime error" not in err, f"{name}: no sanitizer report",
+          err[-2000:])
+    return rc, out, err
+
+
+def report_of(out_dir):
+    with open(os.path.join(out_dir, "report.json")) as f:
+        return json.load(f)
+
+
+def lame(wav, mp3):
+    subprocess.run(["lame", "--quiet", "-b", "192", wav, mp3], check=True)
+
+
+def main():
+    if not os.path.exists(BIN):
+        print(f"SKIP: {BIN} not built")
+        print("0 passed, 0 failed")
+        return 0
+    tmp = tempfile.mkdtemp(prefix="d2m-inputs-")
+    try:
+        cases(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"test_inputs: {passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+def cases(tmp):
+    P = lambda name: os.path.join(tmp, name)  # noqa: E731
+    x, _ = synth.drum_track(bpm=120, bars=8)
+    synth.write_wav(P("good.wav"), x)
+    lame(P("good.wav"), P("good.mp3"))
+
+    # Usage errors exit 2.
+    rc, _, err = run([])
+    check(rc == 2 and "no input" in err, "no input: usage error", err)
+    rc, _, err = run(["-q", "12", P("good.wav")])
+    check(rc == 2 and "--quantize" in err, "bad --quantize: usage error", err)
+    rc, _, err = run(["--bars", "0", P("good.wav")])
+    check(rc == 2 and "--bars" in err, "bad --bars: usage error", err)
+    rc, out, _ = run(["--help"])
+    check(rc == 0 and "--quantize" in out, "--help prints usage", out)
+
+    # Missing, empty, not audio.
+    expect_error("missing file", [P("nope.mp3"), "-o", P("o1")], ["nope.mp3", "no such file"])
+    open(P("empty.mp3"), "wb").close()
+    expect_error("empty file", [P("empty.mp3"), "-o", P("o2")], ["empty.mp3", "empty"])
+    png = bytes.fromhex("89504e470d0a1a0a0000000d49484452") + os.urandom(4000)
+    with open(P("picture.mp3"), "wb") as f:
+        f.write(png)
+    expect_error("PNG renamed .mp3", [P("picture.mp3"), "-o", P("o3")],
+                 ["picture.mp3", "not a recognised audio file"])
+    with open(P("noise.wav"), "wb") as f:
+        f.write(np.random.default_rng(3).integers(0, 256, 20000, dtype=np.uint8).tobytes())
+    expect_error("random bytes", [P("noise.wav"), "-o", P("o4")], ["noise.wav", "not a recognised"])
+    check(not os.path.exists(P("o3/report.json")), "failed job writes no report.json")
+    check(not [f for f in os.listdir(P("o3")) if not f.startswith(".")] if os.path.isdir(P("o3")) else True,
+          "failed job leaves no output files", str(os.listdir(P("o3")) if os.path.isdir(P("o3")) else ""))
+
+    # Truncated and damaged MP3: decode what is valid, warn, finish.
+    data = open(P("good.mp3"), "rb").read()
+    with open(P("cut.mp3"), "wb") as f:
+        f.write(data[: int(len(data) * 0.7)])
+    rc, out, err = expect_ok("truncated MP3", [P("cut.mp3"), "-o", P("o5")])
+    check("warning" in err and "cut.mp3" in err, "truncated MP3: warns", err)
+    if rc == 0:
+        rep = report_of(P("o5"))
+        check(rep["warnings"], "truncated MP3: warning in report.json", str(rep.get("warnings")))
+    damaged = bytearray(data)
+    mid = len(damaged) // 2
+    damaged[mid:mid + 3000] = os.urandom(3000)
+    with open(P("damaged.mp3"), "wb") as f:
+        f.write(bytes(damaged))
+    rc, out, err = expect_ok("damaged MP3", [P("damaged.mp3"), "-o", P("o6")])
+    if rc == 0:
+        rep = report_of(P("o6"))
+        check(rep["input"]["duration_s"] > 0.9 * len(x) / 44100, "damaged MP3: decodes past the damage",
+              str(rep["input"]["duration_s"]))
+
+    # Silence and too short.
+    synth.write_wav(P("silence.wav"), np.zeros(44100 * 20))
+    expect_error("silence", [P("silence.wav"), "-o", P("o7")], ["silence.wav", "silent"])
+    synth.write_wav(P("short.wav"), x[: 44100 * 3])
+    expect_error("shorter than the loop", [P("short.wav"), "-o", P("o8")], ["short.wav", "short"])
+
+    # Formats: mono MP3, 8 kHz, 96 kHz, 24-bit stereo.
+    for name, rate, ch, bits in [("mono8k.wav", 8000, 1, 16), ("hi96k.wav", 96000, 2, 24),
+                                 ("stereo24.wav", 44100, 2, 24)]:
+        sig, _ = synth.drum_track(bpm=120, bars=8, rate=rate)
+        synth.write_wav(P(name), sig, rate=rate, channels=ch, bits=bits)
+        rc, out, err = expect_ok(name, [P(name), "-o", P("o_" + name)])
+        if rc == 0:
+            rep = report_of(P("o_" + name))
+            check(rep["input"]["sample_rate"] == rate and rep["input"]["channels"] == ch,
+                  f"{name}: input rate and channels reported", str(rep["input"]))
+            check(abs(rep["tempo_bpm"] - 120) < 2, f"{name}: tempo 120", str(rep["tempo_bpm"]))
+    rc, out, err = expect_ok("mono MP3", [P("good.mp3"), "-o", P("o9")])
+
+    # Output folder that cannot be written: a path through a regular file.
+    expect_error("unwritable output", [P("good.wav"), "-o", P("good.wav") + "/sub"],
+                 ["output folder"])
+
+    # Too long for the limit.
+    expect_error("over --max-minutes", [P("good.wav"), "--max-minutes", "0.2", "-o", P("o10")],
+                 ["good.wav", "long"])
+
+    # Batch: one bad input does not stop the others; exit says one failed.
+    rc, out, err = run([P("good.wav"), P("picture.mp3"), P("good.mp3"), "-o", P("batch")])
+    check(rc == 1, "batch with a bad input: exit 1", f"rc {rc} {err}")
+    check(os.path.exists(P("batch/good/report.json")) and os.path.exists(P("batch/good_2/report.json")),
+          "batch: good inputs done in their own subfolders", str(os.listdir(P("batch"))))
+    check("1 of 3 inputs failed" in err, "batch: failure count reported", err)
+
+    if os.environ.get("D2M_QUICK"):
+        print("20-minute song: skipped in the quick (sanitizer) run")
+        return
+    # A 20-minute stereo song: works, memory stays bounded. The file is made
+    # in another process: a forked child's peak RSS counts the parent's pages.
+    subprocess.run([sys.executable, "-c", (
+        "import sys; sys.path.insert(0, %r); import synth, numpy as np; "
+        "x, _ = synth.drum_track(bpm=120, bars=8); "
+        "n = 20 * 60 * 44100; x = np.tile(x, n // len(x) + 1)[:n]; "
+        "synth.write_wav(%r, x, channels=2)") % (os.path.dirname(os.path.abspath(__file__)), P("long.wav"))],
+        check=True)
+    rc, out, err = expect_ok("20-minute song", [P("long.wav"), "-o", P("o11")])
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"20-minute song: peak RSS {peak_mb:.0f} MB")
+    # Two stereo float copies of the song (mix and stem, 423 MB each) plus
+    # blocks: the documented bound is 47 MB per minute + 100 MB.
+    check(peak_mb < 20 * 47 + 100, "20-minute song: peak RSS within the stated bound", f"{peak_mb:.0f} MB")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
