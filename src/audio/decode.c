@@ -26,7 +26,7 @@ enum {
     MAX_ID3_TAGS = 8,
     READ_CHUNK_FRAMES = 64 * 1024,
     MAX_SAMPLE_RATE = 768000, /* the highest rate real converters record */
-    MAX_EXPANSION = 64        /* decoded float bytes per file byte we trust a header for */
+    MAX_EXPANSION = 256       /* decoded float bytes per file byte a header is trusted for */
 };
 
 /* Up to n bytes at offset; the count read, or -1 with errno set. */
@@ -95,6 +95,16 @@ static int subformat_bits(int format)
     }
 }
 
+/* Grow an interleaved buffer to hold capacity frames. */
+static int grow(float **data, int64_t capacity, int channels)
+{
+    if ((uint64_t)capacity > SIZE_MAX / sizeof(float) / (size_t)channels) return D2M_ERR_NOMEM;
+    float *grown = realloc(*data, (size_t)(capacity * channels) * sizeof *grown);
+    if (!grown) return D2M_ERR_NOMEM;
+    *data = grown;
+    return 0;
+}
+
 /* Read everything libsndfile can give from an open file. file_bytes bounds
  * how far the header's frame count is trusted before audio arrives. */
 static int read_sndfile(d2m_audio *out, d2m_decode_info *info, SNDFILE *sf, const SF_INFO *si,
@@ -102,67 +112,77 @@ static int read_sndfile(d2m_audio *out, d2m_decode_info *info, SNDFILE *sf, cons
                         d2m_error *err)
 {
     float *data = NULL; /* (capacity, channels) */
-    int64_t frames = 0, capacity, claimed = (int64_t)si->frames;
-    int rc, c = si->channels;
+    const int c = si->channels, rate = si->samplerate;
+    const int64_t claimed = (int64_t)si->frames;
+    int64_t frames = 0, capacity;
+    int rc;
 
-    info->sample_rate = si->samplerate;
+    info->sample_rate = rate;
     info->channels = c;
     info->bits = subformat_bits(si->format);
-    if (c < 1 || c > AUDIO_MAX_CHANNELS || si->samplerate < 1 || si->samplerate > MAX_SAMPLE_RATE)
+    if (c < 1 || c > AUDIO_MAX_CHANNELS || rate < 1 || rate > MAX_SAMPLE_RATE)
         return d2m_fail(err, D2M_ERR_FORMAT, "%s: unsupported layout (%d channels at %d Hz)",
-                        name, c, si->samplerate);
-    if (claimed <= 0) return d2m_fail(err, D2M_ERR_FORMAT, "%s: contains no audio", name);
-    if (max_duration_s > 0 && (double)claimed > max_duration_s * si->samplerate)
+                        name, c, rate);
+    /* FLAC and Ogg headers may say anything (or 0 for unknown). */
+    int trusted = claimed > 0 && (double)claimed * c * sizeof(float) <=
+                                     (double)file_bytes * MAX_EXPANSION;
+    if (trusted && max_duration_s > 0 && (double)claimed > max_duration_s * rate)
         return d2m_fail(err, D2M_ERR_TOO_LONG, "%s: %.0f s long, the limit is %.0f s", name,
-                        (double)claimed / si->samplerate, max_duration_s);
+                        (double)claimed / rate, max_duration_s);
 
-    int64_t plausible = file_bytes * MAX_EXPANSION / (int64_t)(c * sizeof(float));
-    capacity = claimed <= plausible ? claimed : READ_CHUNK_FRAMES;
+    capacity = trusted ? claimed : READ_CHUNK_FRAMES;
+    if (grow(&data, capacity, c)) goto nomem;
     for (;;) {
-        if (frames == capacity) {
-            /* Only when the header understated or was not trusted. */
-            int64_t cap = 2 * capacity;
-            if ((uint64_t)cap > SIZE_MAX / sizeof(float) / (size_t)c) goto nomem;
-            float *grown = realloc(data, (size_t)(cap * c) * sizeof *grown);
-            if (!grown) goto nomem;
-            data = grown;
-            capacity = cap;
-        } else if (!data) {
-            if ((uint64_t)capacity > SIZE_MAX / sizeof(float) / (size_t)c) goto nomem;
-            data = malloc((size_t)(capacity * c) * sizeof *data);
-            if (!data) goto nomem;
+        if (frames == capacity) { /* the header understated, or was not trusted */
+            capacity *= 2;
+            if (grow(&data, capacity, c)) goto nomem;
         }
-        int64_t want = capacity - frames < READ_CHUNK_FRAMES ? capacity - frames : READ_CHUNK_FRAMES;
+        int64_t want = capacity - frames;
+        if (want > READ_CHUNK_FRAMES) want = READ_CHUNK_FRAMES;
         sf_count_t got = sf_readf_float(sf, data + frames * c, (sf_count_t)want);
         if (got <= 0) break;
         frames += got;
-        if (max_duration_s > 0 && (double)frames > max_duration_s * si->samplerate) {
+        if (max_duration_s > 0 && (double)frames > max_duration_s * rate) {
             rc = d2m_fail(err, D2M_ERR_TOO_LONG, "%s: longer than the limit of %.0f s", name,
                           max_duration_s);
             goto fail;
         }
     }
     if (frames == 0) {
-        rc = d2m_fail(err, D2M_ERR_FORMAT, "%s: no audio could be decoded (%s)", name,
-                      sf_strerror(sf));
+        rc = d2m_fail(err, D2M_ERR_FORMAT, "%s: contains no audio", name);
         goto fail;
     }
-    if (frames < claimed)
+    if (trusted && frames < claimed)
         snprintf(info->warning, sizeof info->warning,
                  "decoded %.1f s of %.1f s; the file is truncated or damaged after that point",
-                 (double)frames / si->samplerate, (double)claimed / si->samplerate);
+                 (double)frames / rate, (double)claimed / rate);
 
     float *exact = realloc(data, (size_t)(frames * c) * sizeof *exact);
     out->data = exact ? exact : data;
     out->frames = frames;
     out->channels = c;
-    out->sample_rate = si->samplerate;
+    out->sample_rate = rate;
     return 0;
 nomem:
     rc = d2m_fail(err, D2M_ERR_NOMEM, "%s: out of memory after %.0f s of audio", name,
-                  (double)frames / si->samplerate);
+                  (double)frames / rate);
 fail:
     free(data);
+    return rc;
+}
+
+static int decode_sndfile_fd(d2m_audio *out, d2m_decode_info *info, int fd, const char *format,
+                             int64_t file_bytes, const char *path, double max_duration_s,
+                             d2m_error *err)
+{
+    SF_INFO si = {0};
+    snprintf(info->format, sizeof info->format, "%s", format);
+    if (lseek(fd, 0, SEEK_SET) != 0)
+        return d2m_fail(err, D2M_ERR_IO, "%s: %s", path, strerror(errno));
+    SNDFILE *sf = sf_open_fd(fd, SFM_READ, &si, SF_FALSE);
+    if (!sf) return d2m_fail(err, D2M_ERR_FORMAT, "%s: %s", path, sf_strerror(NULL));
+    int rc = read_sndfile(out, info, sf, &si, file_bytes, path, max_duration_s, err);
+    sf_close(sf);
     return rc;
 }
 
@@ -170,21 +190,21 @@ int audio_decode_file(d2m_audio *out, d2m_decode_info *info, const char *path,
                       double max_duration_s, d2m_error *err)
 {
     unsigned char *head = NULL;
-    SNDFILE *sf = NULL;
-    SF_INFO si = {0};
     struct stat st;
     int rc, fd;
 
     memset(out, 0, sizeof *out);
     memset(info, 0, sizeof *info);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO must not hang the open; it is refused below. */
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) return d2m_fail(err, D2M_ERR_IO, "%s: %s", path, strerror(errno));
     if (fstat(fd, &st) != 0) {
         rc = d2m_fail(err, D2M_ERR_IO, "%s: %s", path, strerror(errno));
         goto fail;
     }
-    if (S_ISDIR(st.st_mode)) {
-        rc = d2m_fail(err, D2M_ERR_IO, "%s: %s", path, strerror(EISDIR));
+    if (!S_ISREG(st.st_mode)) {
+        rc = d2m_fail(err, D2M_ERR_IO, "%s: %s", path,
+                      S_ISDIR(st.st_mode) ? strerror(EISDIR) : "not a regular file");
         goto fail;
     }
     if (st.st_size == 0) {
@@ -206,23 +226,12 @@ int audio_decode_file(d2m_audio *out, d2m_decode_info *info, const char *path,
         rc = not_recognised(err, path, head, (size_t)n);
         goto fail;
     }
-    if (!strcmp(format, "mp3")) {
+    if (!strcmp(format, "mp3"))
         rc = audio_decode_mp3_fd(out, info, fd, path, max_duration_s, err);
-        goto fail; /* the shared cleanup, success or not */
-    }
-    snprintf(info->format, sizeof info->format, "%s", format);
-    if (lseek(fd, 0, SEEK_SET) != 0) {
-        rc = d2m_fail(err, D2M_ERR_IO, "%s: %s", path, strerror(errno));
-        goto fail;
-    }
-    sf = sf_open_fd(fd, SFM_READ, &si, SF_FALSE);
-    if (!sf) {
-        rc = d2m_fail(err, D2M_ERR_FORMAT, "%s: %s", path, sf_strerror(NULL));
-        goto fail;
-    }
-    rc = read_sndfile(out, info, sf, &si, (int64_t)st.st_size, path, max_duration_s, err);
+    else
+        rc = decode_sndfile_fd(out, info, fd, format, (int64_t)st.st_size, path, max_duration_s,
+                               err);
 fail:
-    if (sf) sf_close(sf);
     free(head);
     close(fd);
     return rc;
@@ -240,6 +249,7 @@ static sf_count_t memory_tell(void *user) { return ((memory_file *)user)->pos; }
 static sf_count_t memory_seek(sf_count_t offset, int whence, void *user)
 {
     memory_file *m = user;
+    if (whence != SEEK_SET && whence != SEEK_CUR && whence != SEEK_END) return -1;
     sf_count_t base = whence == SEEK_SET ? 0 : whence == SEEK_CUR ? m->pos : m->size;
     if (offset < -base || offset > m->size - base) return -1; /* stay inside the bytes */
     m->pos = base + offset;

@@ -9,8 +9,10 @@
  * lost. Damage is found by byte accounting: every decoded frame must start
  * where the previous one ended (a gap means mpg123 skipped junk), and after
  * the last frame only tags (ID3v1, APEv2) may remain (anything else is a
- * truncated frame or garbage). mpg123's resync is bounded so that a long run
- * of garbage ends decoding instead of being searched for false frames.
+ * truncated frame or garbage). A frame mpg123 finds by resynchronising is
+ * kept only if the next frame header follows it (garbage holds false sync
+ * words), and the two frames after a gap are muted rather than let through
+ * as noise. Resync gives up after 16 KiB without any plausible header.
  * Reference: libmpg123 mpg123.h (API 47+; mpg123_init is a no-op there).
  * Threading: one mpg123 handle per call; safe on any thread. */
 #include "audio/audio.h"
@@ -29,9 +31,14 @@
 #error "libmpg123 1.27 or newer is needed (mpg123_init must be unnecessary)"
 #endif
 
-/* Real files resync over a few hundred bytes of damage; beyond this much
- * junk, decoding stops rather than hunting for false frame headers. */
-enum { RESYNC_LIMIT_BYTES = 16 * 1024 };
+enum {
+    /* Real damage is a few hundred bytes to a few disk blocks; past this
+     * much without a frame header, the rest is not MP3 any more. */
+    RESYNC_LIMIT_BYTES = 16 * 1024,
+    /* Decoded float bytes per MP3 byte (8 kbit/s stereo at 24 kHz gives
+     * 192): a header claiming more is not trusted for an allocation. */
+    MAX_EXPANSION = 256
+};
 
 typedef struct {
     const unsigned char *bytes; /* memory source, or NULL for fd */
@@ -64,8 +71,8 @@ static mpg123_ssize_t source_read(void *handle, void *buf, size_t n)
 static off_t source_seek(void *handle, off_t offset, int whence)
 {
     mp3_source *s = handle;
-    int64_t base = whence == SEEK_SET ? 0 : whence == SEEK_CUR ? s->pos : s->size;
     if (whence != SEEK_SET && whence != SEEK_CUR && whence != SEEK_END) return -1;
+    int64_t base = whence == SEEK_SET ? 0 : whence == SEEK_CUR ? s->pos : s->size;
     if ((offset < 0 && -(int64_t)offset > base) || (offset > 0 && offset > INT64_MAX - base))
         return -1;
     s->pos = base + offset;
@@ -105,6 +112,7 @@ typedef struct {
 
 static int append(growing_audio *g, const float *x, int64_t frames)
 {
+    if (frames == 0) return 0; /* gapless trimming can empty a frame */
     if (g->frames + frames > g->capacity) {
         int64_t cap = g->capacity ? g->capacity : 1 << 16;
         while (cap < g->frames + frames) cap *= 2;
@@ -166,7 +174,7 @@ static int decode_source(d2m_audio *out, d2m_decode_info *info, mp3_source *src,
 {
     growing_audio g = {0};
     mpg123_handle *mh = NULL;
-    int opened = 0, rc = 0;
+    int opened = 0, frames_to_mute = 0, rc = 0;
     long rate = 0;
     int channels = 0, encoding = 0;
     int64_t frame_end = -1, skipped_bytes = 0, first_skip_frame = -1, max_frames = INT64_MAX;
@@ -204,14 +212,18 @@ static int decode_source(d2m_audio *out, d2m_decode_info *info, mp3_source *src,
     if (max_duration_s > 0 && max_duration_s * (double)rate < 9e18)
         max_frames = (int64_t)ceil(max_duration_s * (double)rate);
     /* The length is exact with a LAME/Xing header, otherwise estimated from
-     * the file size; refuse early, and allocate once, when it is known. */
+     * the file size; when the file can hold that much, refuse early and
+     * allocate once. A damaged header is found out by decoding instead. */
     off_t expected = mpg123_length(mh);
+    if (expected <= 0 ||
+        (double)expected * channels * sizeof(float) > (double)src->size * MAX_EXPANSION)
+        expected = 0;
     if (expected > max_frames) {
         rc = d2m_fail(err, D2M_ERR_TOO_LONG, "%s: %.0f s long, the limit is %.0f s", name,
                       (double)expected / (double)rate, max_duration_s);
         goto fail;
     }
-    if (expected > 0 && expected < max_frames) {
+    if (expected > 0) {
         g.capacity = (int64_t)expected + rate / 10; /* slack for an estimate */
         g.data = malloc((size_t)(g.capacity * channels) * sizeof *g.data);
         if (!g.data) g.capacity = 0;
@@ -243,6 +255,7 @@ static int decode_source(d2m_audio *out, d2m_decode_info *info, mp3_source *src,
             if (first_skip_frame < 0) first_skip_frame = g.frames;
             if (!frame_is_real(src, stream_header, start, fi.framesize)) continue;
             skipped_bytes += start > frame_end ? start - frame_end : 0;
+            frames_to_mute = 2;
         }
         frame_end = start + fi.framesize;
         if (r == MPG123_NEW_FORMAT) {
@@ -267,6 +280,13 @@ static int decode_source(d2m_audio *out, d2m_decode_info *info, mp3_source *src,
             rc = d2m_fail(err, D2M_ERR_TOO_LONG, "%s: longer than the limit of %.0f s", name,
                           max_duration_s);
             goto fail;
+        }
+        /* A Layer III frame borrows bits from the frames before it, which
+         * after a gap are the wrong ones, and its synthesis overlaps into the
+         * next frame: both would be bursts of noise, so they are muted. */
+        if (frames_to_mute > 0) {
+            if (bytes) memset(pcm, 0, bytes);
+            frames_to_mute--;
         }
         rc = append(&g, (const float *)(void *)pcm, n);
         if (rc) {

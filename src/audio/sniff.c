@@ -4,8 +4,8 @@
  * against n. WAV/RF64, FLAC, Ogg and AIFF have fixed magic numbers. MP3 has
  * none, so it is recognised strictly: after optional ID3v2 tags, three
  * consecutive MPEG audio frame headers must chain by their computed lengths
- * within the first 64 KiB, with the same version, layer and sample rate.
- * Random bytes pass that by chance with a probability of about 1e-7.
+ * within the first 64 KiB, with the same version, layer, sample rate and
+ * mono/stereo. Random bytes pass that with a probability of about 1e-7.
  * Reference: ISO/IEC 11172-3 and 13818-3 header layout; ID3v2.4 section 3.1.
  * Threading: pure functions; safe on any thread. */
 #include "audio/audio.h"
