@@ -33,6 +33,11 @@ const char *outputs_part_path(output_set *s, char *buf, size_t n, const char *na
 int outputs_commit(output_set *s, d2m_error *err);
 void outputs_discard(output_set *s);
 
+/* Find the Demucs weights (see model_path.c for the order). Returns 1 and
+ * the path in out when found, 0 when there are none, or a negative code when
+ * an explicitly named file is missing. */
+int model_find(char *out, size_t n, const char *explicit_path, d2m_error *err);
+
 /* mkdir -p dir and check a file can be created there. */
 int outputs_prepare_dir(const char *dir, d2m_error *err);
 
