@@ -1,7 +1,7 @@
 /* The weight table shared by the checkpoint and ONNX loaders: tensors kept
- * in load order, looked up by name through a sorted index built lazily
- * (fewer than a thousand tensors: a binary search is plenty). Read-only
- * after loading; not thread-safe while loading. */
+ * in load order, looked up by name with a linear scan (a few hundred
+ * tensors, looked up once when a model is built). Read-only after loading;
+ * not thread-safe while loading. */
 #include "weights_internal.h"
 
 #include <stdio.h>
