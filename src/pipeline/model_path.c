@@ -1,5 +1,6 @@
 /* Where the Demucs weights are: --model PATH, then $DRUM2MIDI_MODEL, then
- * the user's cache folder (${XDG_CACHE_HOME:-~/.cache}/drum2midi, where
+ * $DRUM2MIDI_MODEL_DIR, then the user's cache folder
+ * (${XDG_CACHE_HOME:-~/.cache}/drum2midi, where
  * scripts/fetch-model puts them), then PyTorch hub's checkpoint cache
  * (${TORCH_HOME:-~/.cache/torch}/hub/checkpoints), where users of demucs
  * already have the official files. Within a folder the drums specialist of
@@ -50,7 +51,9 @@ int model_find(char *out, size_t n, const char *explicit_path, d2m_error *err)
     const char *home = getenv("HOME");
     const char *xdg = getenv("XDG_CACHE_HOME");
     const char *torch = getenv("TORCH_HOME");
+    const char *dir = getenv("DRUM2MIDI_MODEL_DIR");
     char folder[1024];
+    if (dir && dir[0] && search_folder(out, n, dir)) return 1;
     if (xdg && xdg[0]) snprintf(folder, sizeof folder, "%s/drum2midi", xdg);
     else if (home) snprintf(folder, sizeof folder, "%s/.cache/drum2midi", home);
     else folder[0] = '\0';
