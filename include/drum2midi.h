@@ -45,7 +45,12 @@ typedef struct {
     char message[512];
 } d2m_error;
 
-typedef enum { D2M_SEPARATOR_HPSS = 0, D2M_SEPARATOR_NONE = 1 } d2m_separator;
+typedef enum {
+    D2M_SEPARATOR_AUTO = 0,   /* Demucs when its weights are found, else HPSS with a warning */
+    D2M_SEPARATOR_DEMUCS = 1, /* HTDemucs v4; an error when no weights are found */
+    D2M_SEPARATOR_HPSS = 2,   /* built-in harmonic/percussive separation: fast, lower quality */
+    D2M_SEPARATOR_NONE = 3    /* the input already is a drum track */
+} d2m_separator;
 
 typedef enum {
     D2M_CLASSIFIER_BANDS = 0, /* per-band onset detection, several drums per instant */
@@ -60,6 +65,11 @@ typedef struct {
     d2m_classifier classifier;
     int ppq;                   /* MIDI ticks per quarter note: 480 or 960 */
     double max_duration_s;     /* longer inputs are refused (bounds memory) */
+    const char *model_path;    /* Demucs weights (.th or .onnx); NULL = search, see README */
+    int shifts;                /* Demucs random time shifts averaged (0 = none) */
+    unsigned long long seed;   /* seed of those shifts: same seed, same output */
+    int all_stems;             /* also write Demucs' other stems (bass, other, vocals) */
+    int threads;               /* compute threads; 0 = every online CPU */
 } d2m_options;
 
 d2m_options d2m_default_options(void);
@@ -82,7 +92,8 @@ typedef struct {
     char input_path[1024];
     double duration_s;
     int sample_rate, channels;      /* of the input file, before resampling */
-    char separator[16];
+    char separator[16];             /* "htdemucs", "hpss" or "none" */
+    char model[256];                /* the weights file's name, "" without Demucs */
     double tempo_bpm;
     double *beats_s;                /* (n_beats) */
     int n_beats;
@@ -95,6 +106,9 @@ typedef struct {
     int n_hits;
     char drum_stem_wav[256], loop_wav[256], loop_midi[256], full_midi[256];
     char stem_spectrogram_png[256], loop_spectrogram_png[256], report_file[256];
+    int n_other_stems;              /* with all_stems: Demucs' other sources */
+    char other_stem_names[7][16];   /* "bass", "other", "vocals", ... */
+    char other_stem_wavs[7][256];
     double t_decode, t_separate, t_analyze, t_write, t_total;
     char warnings[1024];            /* '\n'-separated, empty when none */
     char *report_json;              /* the text of report.json (malloc'ed) */

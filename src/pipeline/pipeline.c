@@ -14,7 +14,6 @@
 
 #include "image/image.h"
 #include "midi/smf.h"
-#include "separate/separate.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -33,7 +32,9 @@ d2m_options d2m_default_options(void)
     d2m_options o = {.quantize = 16,
                      .bars = 4,
                      .tempo_bpm = 0.0,
-                     .separator = D2M_SEPARATOR_HPSS,
+                     .separator = D2M_SEPARATOR_AUTO,
+                     .shifts = 1,
+                     .seed = 0,
                      .classifier = D2M_CLASSIFIER_BANDS,
                      .ppq = 480,
                      .max_duration_s = 30.0 * 60.0};
@@ -144,6 +145,8 @@ static int check_options(const d2m_options *o, d2m_error *err)
         return d2m_fail(err, D2M_ERR_INVALID, "tempo must be 30..300 BPM");
     if (o->ppq != 480 && o->ppq != 960) return d2m_fail(err, D2M_ERR_INVALID, "ppq must be 480 or 960");
     if (o->max_duration_s <= 0) return d2m_fail(err, D2M_ERR_INVALID, "max duration must be positive");
+    if (o->shifts < 0 || o->shifts > 20) return d2m_fail(err, D2M_ERR_INVALID, "shifts must be 0..20");
+    if (o->threads < 0) return d2m_fail(err, D2M_ERR_INVALID, "threads must be 0 or more");
     return 0;
 }
 
@@ -158,6 +161,7 @@ int d2m_process_file(d2m_result *r, const char *in_path, const char *out_dir,
     progress_state ps = {.fn = progress, .user = user};
     output_set outs = {0};
     d2m_audio file = {0}, mix = {0}, stem = {0};
+    separation sep = {0};
     d2m_decode_info info = {0};
     d2m_features feats = {0}, low = {0};
     d2m_beats beats = {0};
@@ -208,19 +212,17 @@ int d2m_process_file(d2m_result *r, const char *in_path, const char *out_dir,
     t = d2m_now();
     ps.base = 0.08;
     ps.weight = 0.5;
-    if (opt->separator == D2M_SEPARATOR_NONE) {
-        snprintf(r->separator, sizeof r->separator, "none");
-        stem = mix;
-        memset(&mix, 0, sizeof mix);
-    } else {
-        snprintf(r->separator, sizeof r->separator, "hpss");
-        hpss_params hp = hpss_default_params();
-        if ((rc = hpss_separate(&stem, &mix, &hp, separate_progress, &ps, err))) {
-            if (rc == D2M_ERR_CANCELLED) goto cancelled;
-            goto fail;
-        }
-        d2m_audio_free(&mix);
+    report_progress(&ps, "separate", 0.08, 0.5, 0.0);
+    if ((rc = pipeline_separate(&sep, &mix, opt, separate_progress, &ps, err))) {
+        if (rc == D2M_ERR_CANCELLED) goto cancelled;
+        goto fail;
     }
+    d2m_audio_free(&mix);
+    if (sep.warning[0]) add_warning(r, sep.warning);
+    snprintf(r->separator, sizeof r->separator, "%s", sep.name);
+    snprintf(r->model, sizeof r->model, "%s", sep.model);
+    stem = sep.drums;
+    memset(&sep.drums, 0, sizeof sep.drums);
     r->t_separate = d2m_now() - t;
 
     /* 3. Analysis of the drum stem. */
@@ -309,6 +311,15 @@ int d2m_process_file(d2m_result *r, const char *in_path, const char *out_dir,
     if ((rc = audio_write_wav(outputs_part_path(&outs, path, sizeof path, r->drum_stem_wav), &stem, 0,
                               stem.frames, err)))
         goto fail;
+    for (int k = 0; k < sep.n_others; k++) {
+        snprintf(r->other_stem_names[k], sizeof r->other_stem_names[k], "%s", sep.other_names[k]);
+        snprintf(r->other_stem_wavs[k], sizeof r->other_stem_wavs[k], "%s_%s.wav", name,
+                 sep.other_names[k]);
+        if ((rc = audio_write_wav(outputs_part_path(&outs, path, sizeof path, r->other_stem_wavs[k]),
+                                  &sep.others[k], 0, sep.others[k].frames, err)))
+            goto fail;
+        r->n_other_stems = k + 1;
+    }
     if (report_progress(&ps, "write", 0.80, 0.20, 0.4)) goto cancelled;
     snprintf(title, sizeof title, "%s - drum stem", name);
     if ((rc = spectrogram_png(outputs_part_path(&outs, path, sizeof path, r->stem_spectrogram_png),
@@ -370,6 +381,7 @@ done:
     d2m_audio_free(&file);
     d2m_audio_free(&mix);
     d2m_audio_free(&stem);
+    separation_free(&sep);
     features_free(&feats);
     features_free(&low);
     beats_free(&beats);

@@ -4,6 +4,7 @@
 
 #include "audio/audio.h"
 #include "drums/drums.h"
+#include "separate/separate.h"
 
 /* Everything the analysis found, for the report. */
 typedef struct {
@@ -24,7 +25,7 @@ char *report_build(const d2m_result *r, const report_input *in);
  * succeeds; a failed job removes its parts. */
 typedef struct {
     char dir[1024];
-    char names[8][256];
+    char names[16][256];
     int n;
 } output_set;
 
@@ -32,6 +33,24 @@ typedef struct {
 const char *outputs_part_path(output_set *s, char *buf, size_t n, const char *name);
 int outputs_commit(output_set *s, d2m_error *err);
 void outputs_discard(output_set *s);
+
+/* What separation produced. */
+typedef struct {
+    char name[16];             /* "htdemucs", "hpss" or "none" */
+    char model[256];           /* the weights file's name with Demucs */
+    char warning[256];         /* non-empty when the user should know about a fallback */
+    d2m_audio drums;           /* the drum stem, the mix's rate and channels */
+    d2m_audio others[7];       /* with all_stems: Demucs' other sources */
+    char other_names[7][16];
+    int n_others;
+} separation;
+
+/* Run the separator the options choose on mix (44.1 kHz stereo). Returns
+ * 0, D2M_ERR_IO (named weights missing), D2M_ERR_FORMAT (bad weights),
+ * D2M_ERR_NOMEM, D2M_ERR_CANCELLED. */
+int pipeline_separate(separation *out, const d2m_audio *mix, const d2m_options *opt,
+                      separate_progress_fn progress, void *user, d2m_error *err);
+void separation_free(separation *s);
 
 /* Find the Demucs weights (see model_path.c for the order). Returns 1 and
  * the path in out when found, 0 when there are none, or a negative code when

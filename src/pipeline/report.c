@@ -55,7 +55,8 @@ char *report_build(const d2m_result *r, const report_input *in)
     cJSON *sep = cJSON_AddObjectToObject(root, "separator");
     if (!sep) goto done;
     cJSON_AddStringToObject(sep, "name", r->separator);
-    cJSON_AddNullToObject(sep, "model");
+    if (r->model[0]) cJSON_AddStringToObject(sep, "model", r->model);
+    else cJSON_AddNullToObject(sep, "model");
     cJSON_AddStringToObject(sep, "device", "cpu");
 
     cJSON_AddNumberToObject(root, "tempo_bpm", round(r->tempo_bpm * 1000) / 1000);
@@ -111,6 +112,11 @@ char *report_build(const d2m_result *r, const report_input *in)
     cJSON_AddStringToObject(files, "stem_spectrogram_png", r->stem_spectrogram_png);
     cJSON_AddStringToObject(files, "loop_spectrogram_png", r->loop_spectrogram_png);
     cJSON_AddStringToObject(files, "report_json", r->report_file);
+    for (int k = 0; k < r->n_other_stems; k++) {
+        char key[64];
+        snprintf(key, sizeof key, "%s_stem_wav", r->other_stem_names[k]);
+        cJSON_AddStringToObject(files, key, r->other_stem_wavs[k]);
+    }
 
     cJSON *t = cJSON_AddObjectToObject(root, "timings_s");
     if (!t) goto done;

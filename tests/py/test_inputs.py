@@ -31,7 +31,10 @@ def check(cond, what, detail=""):
 
 
 def run(args, timeout=600):
-    p = subprocess.run([BIN, "--progress=none"] + args, capture_output=True, text=True,
+    # Separation quality does not matter here: the fast separator unless a
+    # case asks for another.
+    sep = [] if "--separator" in args else ["--separator", "hpss"]
+    p = subprocess.run([BIN, "--progress=none"] + sep + args, capture_output=True, text=True,
                        timeout=timeout)
     return p.returncode, p.stdout, p.stderr
 
@@ -153,6 +156,19 @@ def cases(tmp):
     expect_error("unwritable output", [P("good.wav"), "-o", P("good.wav") + "/sub"],
                  ["output folder"])
 
+    # Demucs weights that are missing, not a model, or damaged.
+    expect_error("missing model", [P("good.wav"), "--separator", "demucs", "--model", P("nope.onnx"),
+                                   "-o", P("o12")], ["nope.onnx", "not found"])
+    expect_error("PNG as model", [P("good.wav"), "--separator", "demucs", "--model", P("picture.mp3"),
+                                  "-o", P("o13")], ["picture.mp3"])
+    with open(P("broken.th"), "wb") as f:
+        f.write(b"PK\x03\x04" + os.urandom(3000))
+    expect_error("damaged checkpoint", [P("good.wav"), "--separator", "demucs", "--model", P("broken.th"),
+                                        "-o", P("o14")], ["broken.th"])
+    check(not os.path.exists(P("o14/report.json")), "bad model: no report.json")
+    rc, _, err = run(["--shifts", "x", P("good.wav")])
+    check(rc == 2 and "--shifts" in err, "bad --shifts: usage error", err)
+
     # Too long for the limit.
     expect_error("over --max-minutes", [P("good.wav"), "--max-minutes", "0.2", "-o", P("o10")],
                  ["good.wav", "long"])
@@ -177,7 +193,7 @@ def cases(tmp):
         check=True)
     # The peak RSS of this one child, from wait4 (RUSAGE_CHILDREN would also
     # count the process that wrote the file).
-    proc = subprocess.Popen([BIN, "--progress=none", P("long.wav"), "-o", P("o11")],
+    proc = subprocess.Popen([BIN, "--progress=none", "--separator", "hpss", P("long.wav"), "-o", P("o11")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     err = proc.stderr.read().decode(errors="replace")
