@@ -60,6 +60,7 @@ typedef enum {
 typedef struct {
     int quantize;              /* grid: 4, 8, 16 or 32 (notes per bar); 0 = off */
     int bars;                  /* loop length in bars, 1..64 */
+    int loop_first_bar;        /* 0 = the best window; N >= 1 = the loop starts at bar N */
     double tempo_bpm;          /* > 0 overrides detection; 0 = detect */
     d2m_separator separator;
     d2m_classifier classifier;

@@ -21,6 +21,11 @@
  * so callers can write `return d2m_fail(err, D2M_ERR_IO, "...")`. */
 int d2m_fail(d2m_error *err, int code, const char *fmt, ...) D2M_PRINTF(3, 4);
 
+/* The process-wide lock around library calls that are not thread-safe
+ * (FFTW's planner). */
+void d2m_library_lock(void);
+void d2m_library_unlock(void);
+
 /* Monotonic seconds. */
 double d2m_now(void);
 

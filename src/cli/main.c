@@ -2,6 +2,7 @@
  * show progress on stderr and a summary (or the report, --json) on stdout.
  * Exit status: 0 all inputs done, 1 any input failed, 2 usage error. */
 #include "drum2midi.h"
+#include "web/web.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -25,6 +26,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "Usage: drum2midi [options] SONG [SONG...]\n"
+            "       drum2midi serve [--host H] [--port P] [--data DIR] ...  (web page; serve --help)\n"
             "Turn a song into its drums: a drum stem, the best 4-bar loop as audio and\n"
             "MIDI, the whole song's drums as MIDI, spectrograms and report.json.\n"
             "\n"
@@ -32,6 +34,7 @@ static void usage(FILE *f)
             "                         each gets its own subfolder\n"
             "  -q, --quantize GRID    4, 8, 16, 32 or off (default 16 = 1/16 notes)\n"
             "      --bars N           loop length in bars, 1..64 (default 4)\n"
+            "      --loop-bar N       start the loop at bar N instead of the best window\n"
             "      --tempo BPM        use this tempo instead of detecting it\n"
             "      --separator NAME   demucs (HTDemucs v4; the default when its weights are\n"
             "                         found), hpss (built-in, fast, lower quality) or none\n"
@@ -133,12 +136,13 @@ static void subfolder(char *dst, size_t n, const char *out, const char *input, i
 
 int main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "serve") == 0) return web_serve_main(argc - 1, argv + 1);
     d2m_options opt = d2m_default_options();
     const char *out = "out";
     int json = 0, progress_mode = PROGRESS_AUTO;
     enum {
         O_BARS = 256, O_TEMPO, O_SEP, O_CLS, O_JSON, O_PROGRESS, O_VERSION, O_PPQ, O_MAXMIN,
-        O_MODEL, O_SHIFTS, O_SEED, O_STEMS, O_THREADS
+        O_MODEL, O_SHIFTS, O_SEED, O_STEMS, O_THREADS, O_LOOPBAR
     };
     static const struct option longopts[] = {
         {"out", required_argument, 0, 'o'},        {"quantize", required_argument, 0, 'q'},
@@ -148,7 +152,7 @@ int main(int argc, char **argv)
         {"ppq", required_argument, 0, O_PPQ},      {"max-minutes", required_argument, 0, O_MAXMIN},
         {"model", required_argument, 0, O_MODEL},  {"shifts", required_argument, 0, O_SHIFTS},
         {"seed", required_argument, 0, O_SEED},    {"stems", required_argument, 0, O_STEMS},
-        {"threads", required_argument, 0, O_THREADS},
+        {"threads", required_argument, 0, O_THREADS}, {"loop-bar", required_argument, 0, O_LOOPBAR},
         {"help", no_argument, 0, 'h'},             {"version", no_argument, 0, O_VERSION},
         {0, 0, 0, 0}};
     int c;
@@ -187,6 +191,13 @@ int main(int argc, char **argv)
             }
             break;
         case O_MODEL: opt.model_path = optarg; break;
+        case O_LOOPBAR:
+            if (parse_number(optarg, 1, 100000, &v) || v != (int)v) {
+                fprintf(stderr, "drum2midi: --loop-bar must be a bar number (1 or more), not '%s'\n", optarg);
+                return 2;
+            }
+            opt.loop_first_bar = (int)v;
+            break;
         case O_SHIFTS:
             if (parse_number(optarg, 0, 20, &v) || v != (int)v) {
                 fprintf(stderr, "drum2midi: --shifts must be a whole number 0..20, not '%s'\n", optarg);

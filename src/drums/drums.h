@@ -39,9 +39,10 @@ typedef struct {
 
 /* "4 on the floor": the window of `bars` bars, starting on a downbeat, whose
  * low-end onset strength (low_flux: flux of the 200 Hz low-passed stem) is
- * highest. Returns 0 or D2M_ERR_TOO_SHORT. */
+ * highest; or, with first_bar >= 0, the window starting at that downbeat
+ * (index into downbeats). Returns 0 or D2M_ERR_TOO_SHORT. */
 int loop_select(d2m_loop *out, const d2m_features *low, const d2m_beats *b, int bars,
-                double duration_s, d2m_error *err);
+                int first_bar, double duration_s, d2m_error *err);
 
 /* A growable hit list. */
 typedef struct {

@@ -2,20 +2,24 @@
  * starting on a downbeat, with the highest low-end rhythmic activity — the
  * mean onset strength of the drum stem low-passed at 200 Hz. Starting on a
  * downbeat is what makes the loop usable in a DAW. Ties go to the earlier
- * window. Pure function of its inputs. */
+ * window. A caller may instead name the first bar (a user's choice). Pure
+ * function of its inputs. */
 #include "drums.h"
 
 #include <string.h>
 
 int loop_select(d2m_loop *out, const d2m_features *low, const d2m_beats *b, int bars,
-                double duration_s, d2m_error *err)
+                int first_bar, double duration_s, d2m_error *err)
 {
     memset(out, 0, sizeof *out);
     if (bars < 1) return d2m_fail(err, D2M_ERR_INVALID, "loop: bars must be at least 1");
+    if (first_bar >= b->n_downbeats)
+        return d2m_fail(err, D2M_ERR_TOO_SHORT, "the song has %d bars; there is no bar %d",
+                        b->n_downbeats, first_bar + 1);
     double bar_s = 4.0 * 60.0 / b->bpm;
     int best = -1;
     double best_score = -1.0;
-    for (int i = 0; i < b->n_downbeats; i++) {
+    for (int i = first_bar >= 0 ? first_bar : 0; i < b->n_downbeats; i++) {
         double start = b->downbeats[i];
         double end = i + bars < b->n_downbeats ? b->downbeats[i + bars]
                                                 : beats_time(b, beats_position(b, start) + 4.0 * bars);
@@ -33,7 +37,11 @@ int loop_select(d2m_loop *out, const d2m_features *low, const d2m_beats *b, int 
             out->start_s = start;
             out->end_s = end; /* may pass the audio by < 20 ms: padded with silence */
         }
+        if (first_bar >= 0) break; /* the caller chose the window */
     }
+    if (best < 0 && first_bar >= 0)
+        return d2m_fail(err, D2M_ERR_TOO_SHORT, "%d bars from bar %d run past the end of the song",
+                        bars, first_bar + 1);
     if (best < 0)
         return d2m_fail(err, D2M_ERR_TOO_SHORT,
                         "the song is %.1f s long; %d bars at %.1f BPM need %.1f s from a downbeat",

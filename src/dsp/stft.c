@@ -8,14 +8,14 @@
  * summed squared window (librosa/torch istft), so forward-then-inverse is the
  * identity wherever the window sum is non-zero.
  *
- * Threading: FFTW planning is not thread-safe, so plans are created under a
- * lock; a plan then owns its scratch and must be used by one thread at a time.
+ * Threading: FFTW planning is not thread-safe, so plans are created under
+ * the process-wide library lock (base.h), shared with the Demucs engine; a
+ * plan then owns its scratch and must be used by one thread at a time.
  */
 #include "dsp.h"
 
 #include <fftw3.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,8 +26,6 @@ struct stft_plan {
     fftwf_complex *freq; /* (bins) scratch, FFTW-aligned */
     fftwf_plan forward, inverse;
 };
-
-static pthread_mutex_t planner_lock = PTHREAD_MUTEX_INITIALIZER;
 
 stft_plan *stft_plan_new(int n_fft, int hop)
 {
@@ -43,10 +41,10 @@ stft_plan *stft_plan_new(int n_fft, int hop)
     if (!p->window || !p->time || !p->freq) goto fail;
     for (int i = 0; i < n_fft; i++)
         p->window[i] = (float)(0.5 - 0.5 * cos(2.0 * M_PI * i / n_fft));
-    pthread_mutex_lock(&planner_lock);
+    d2m_library_lock();
     p->forward = fftwf_plan_dft_r2c_1d(n_fft, p->time, p->freq, FFTW_ESTIMATE);
     p->inverse = fftwf_plan_dft_c2r_1d(n_fft, p->freq, p->time, FFTW_ESTIMATE);
-    pthread_mutex_unlock(&planner_lock);
+    d2m_library_unlock();
     if (!p->forward || !p->inverse) goto fail;
     return p;
 fail:
@@ -57,10 +55,10 @@ fail:
 void stft_plan_free(stft_plan *p)
 {
     if (!p) return;
-    pthread_mutex_lock(&planner_lock);
+    d2m_library_lock();
     if (p->forward) fftwf_destroy_plan(p->forward);
     if (p->inverse) fftwf_destroy_plan(p->inverse);
-    pthread_mutex_unlock(&planner_lock);
+    d2m_library_unlock();
     fftwf_free(p->time);
     fftwf_free(p->freq);
     free(p->window);

@@ -141,6 +141,7 @@ static int check_options(const d2m_options *o, d2m_error *err)
         o->quantize != 32)
         return d2m_fail(err, D2M_ERR_INVALID, "quantize must be 4, 8, 16, 32 or off");
     if (o->bars < 1 || o->bars > 64) return d2m_fail(err, D2M_ERR_INVALID, "bars must be 1..64");
+    if (o->loop_first_bar < 0) return d2m_fail(err, D2M_ERR_INVALID, "the loop's first bar must be 1 or more");
     if (o->tempo_bpm < 0 || (o->tempo_bpm > 0 && (o->tempo_bpm < 30 || o->tempo_bpm > 300)))
         return d2m_fail(err, D2M_ERR_INVALID, "tempo must be 30..300 BPM");
     if (o->ppq != 480 && o->ppq != 960) return d2m_fail(err, D2M_ERR_INVALID, "ppq must be 480 or 960");
@@ -250,7 +251,8 @@ int d2m_process_file(d2m_result *r, const char *in_path, const char *out_dir,
     if (report_progress(&ps, "loop", 0.70, 0.04, 0.0)) goto cancelled;
     filter_lowpass(mono, stem.frames, LOW_CUTOFF_HZ, RATE);
     if ((rc = features_compute(&low, mono, stem.frames, RATE, 2048, ANALYSIS_HOP, err))) goto fail;
-    if ((rc = loop_select(&loop, &low, &beats, opt->bars, r->duration_s, err))) {
+    if ((rc = loop_select(&loop, &low, &beats, opt->bars, opt->loop_first_bar - 1, r->duration_s,
+                          err))) {
         d2m_error inner = *err;
         d2m_fail(err, rc, "%s: %s", in_path, inner.message);
         goto fail;

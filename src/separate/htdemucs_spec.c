@@ -15,8 +15,8 @@
  * window (every frame counted, the zero ones too), and the result cropped
  * to [3*hop/2, 3*hop/2 + L) after torch's nfft/2 centre trim.
  *
- * FFTW plans are made once per engine under a lock (FFTW's planner is not
- * thread-safe) and run with the new-array interface. Frames go FRAME_BLOCK
+ * FFTW plans are made once per engine under the process-wide library lock
+ * (FFTW's planner is not thread-safe; dsp/stft.c takes the same lock) and run with the new-array interface. Frames go FRAME_BLOCK
  * at a time through per-thread scratch so that the (bins, frames) layout
  * is read and written in contiguous runs.
  *
@@ -27,11 +27,8 @@
 #include "htdemucs_internal.h"
 
 #include <math.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-
-static pthread_mutex_t planner_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* NumPy's 'reflect': mirror about the end samples without repeating them. */
 static int64_t reflect(int64_t i, int64_t n)
@@ -67,10 +64,10 @@ int ht_spec_init(htdemucs *m)
     if (!m->window || !m->istft_env || !m->padded || !m->spec_scratch) return D2M_ERR_NOMEM;
     for (int i = 0; i < n; i++) m->window[i] = (float)(0.5 - 0.5 * cos(2.0 * M_PI * i / n));
     float *frame = m->spec_scratch, *bins = frame + n + 16;
-    pthread_mutex_lock(&planner_lock);
+    d2m_library_lock();
     m->fft_forward = fftwf_plan_dft_r2c_1d(n, frame, (fftwf_complex *)bins, FFTW_ESTIMATE);
     m->fft_inverse = fftwf_plan_dft_c2r_1d(n, (fftwf_complex *)bins, frame, FFTW_ESTIMATE);
-    pthread_mutex_unlock(&planner_lock);
+    d2m_library_unlock();
     if (!m->fft_forward || !m->fft_inverse) return D2M_ERR_NOMEM;
     /* torch.istft's envelope counts every frame, the zero ones included:
      * frames t' = 0 .. le+3 start at t' * hop of the padded signal, and
@@ -93,10 +90,10 @@ int ht_spec_init(htdemucs *m)
 
 void ht_spec_free(htdemucs *m)
 {
-    pthread_mutex_lock(&planner_lock);
+    d2m_library_lock();
     if (m->fft_forward) fftwf_destroy_plan(m->fft_forward);
     if (m->fft_inverse) fftwf_destroy_plan(m->fft_inverse);
-    pthread_mutex_unlock(&planner_lock);
+    d2m_library_unlock();
     fftwf_free(m->spec_scratch);
     free(m->padded);
     free(m->window);

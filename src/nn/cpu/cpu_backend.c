@@ -128,7 +128,10 @@ static void cpu_gemm(nn_backend *be, int ta, int tb, int m, int n, int k, float 
      * of B (the kernels read a row-major A in place). */
     g.split_rows = n < 128 * threads;
     int64_t extent = g.split_rows ? m : n, align = g.split_rows ? 24 : 64;
-    g.parts = (int)min64(threads, max64(1, extent / align));
+    /* A few parts per thread, so that a thread the OS holds back is made up
+     * for by the others; splitting columns costs nothing extra. */
+    int per_thread = g.split_rows ? 1 : 4;
+    g.parts = (int)min64((int64_t)threads * per_thread, max64(1, extent / (align * 2)));
     run(st->pool, gemm_task, &g, g.parts);
 }
 
@@ -245,7 +248,10 @@ static void cpu_conv(nn_backend *be, float *y, const float *x, const float *w, c
     int64_t kdim = (int64_t)p->c_in * p->k_rows * p->k_cols;
     /* Tiles: at least one per thread, no larger than a thread's work share,
      * and not so small that the matrix multiply starves. */
-    int64_t tile = ceil_div(total, threads);
+    /* Tiles: a few per thread (balance when a thread is held back), but not
+     * so small that the matrix multiply starves. */
+    int64_t tile = max64(ceil_div(total, 4 * (int64_t)threads), 512);
+    if (tile > total) tile = total;
     if (tile > 64) tile = (tile + 15) / 16 * 16;
     size_t per_thread = work_len / (size_t)threads;
     if (!conv_is_pointwise(p) && !st->conv_gemm) {
