@@ -7,52 +7,10 @@
  * when it or ../shared is absent. */
 #include "nn/weights.h"
 #include "separate/htdemucs.h"
+#include "npy.h"
 #include "test.h"
 
 #include <string.h>
-
-/* A strict .npy reader: version 1.0, '<f4', C order. */
-static float *npy_load(const char *path, int64_t *shape, int *ndim)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    unsigned char head[10];
-    char text[1024];
-    float *data = NULL;
-    int64_t n = 1;
-    *ndim = 0;
-    int ok = fread(head, 1, 10, f) == 10 && memcmp(head, "\x93NUMPY\x01\x00", 8) == 0;
-    size_t hlen = ok ? (size_t)head[8] | (size_t)head[9] << 8 : 0;
-    ok = ok && hlen < sizeof text && fread(text, 1, hlen, f) == hlen;
-    if (ok) {
-        text[hlen] = 0;
-        const char *prefix = "{'descr': '<f4', 'fortran_order': False, 'shape': (";
-        ok = strncmp(text, prefix, strlen(prefix)) == 0;
-        const char *s = text + strlen(prefix);
-        while (ok && *s != ')') {
-            char *end;
-            long long v = strtoll(s, &end, 10);
-            ok = end != s && v >= 0 && *ndim < 6;
-            if (!ok) break;
-            shape[(*ndim)++] = v;
-            n *= v;
-            s = end;
-            if (*s == ',') s++;
-            if (*s == ' ') s++;
-        }
-        ok = ok && strncmp(s, "), }", 4) == 0;
-    }
-    if (ok) {
-        data = malloc((size_t)n * sizeof *data + 1);
-        ok = data && fread(data, sizeof *data, (size_t)n, f) == (size_t)n && fgetc(f) == EOF;
-    }
-    fclose(f);
-    if (!ok) {
-        free(data);
-        return NULL;
-    }
-    return data;
-}
 
 int main(void)
 {
@@ -93,17 +51,17 @@ int main(void)
     CHECK(htdemucs_segment_length(m) == 343980, "segment %lld",
           (long long)htdemucs_segment_length(m));
 
-    int64_t mix_shape[6], out_shape[6];
-    int mix_dims, out_dims;
+    npy mix_npy, ref_npy;
     snprintf(path, sizeof path, "%s/clip_mix.npy", dir);
-    float *mix = npy_load(path, mix_shape, &mix_dims);
+    int loaded = npy_load(&mix_npy, path) == 0;
     snprintf(path, sizeof path, "%s/clip_out.npy", dir);
-    float *ref = npy_load(path, out_shape, &out_dims);
-    CHECK(mix && ref && mix_dims == 2 && out_dims == 3 && out_shape[0] == 4 &&
-              out_shape[2] == mix_shape[1],
+    loaded = npy_load(&ref_npy, path) == 0 && loaded;
+    const float *mix = mix_npy.data, *ref = ref_npy.data;
+    CHECK(loaded && mix_npy.ndim == 2 && ref_npy.ndim == 3 && ref_npy.shape[0] == 4 &&
+              ref_npy.shape[2] == mix_npy.shape[1],
           "clip_mix.npy / clip_out.npy");
-    if (mix && ref) {
-        int64_t n = mix_shape[1];
+    if (loaded) {
+        int64_t n = mix_npy.shape[1];
         d2m_audio audio;
         d2m_audio_alloc(&audio, n, 2, 44100);
         for (int64_t i = 0; i < n; i++)
@@ -143,8 +101,8 @@ int main(void)
         }
         d2m_audio_free(&audio);
     }
-    free(mix);
-    free(ref);
+    npy_free(&mix_npy);
+    npy_free(&ref_npy);
     htdemucs_free(m);
     weights_free(w);
     return test_summary("test_demucs_real");
