@@ -4,8 +4,8 @@
  * Flux follows the log-compressed spectral flux of Klapuri 1999 / Dixon
  * 2006: magnitudes are scaled to sine amplitude, compressed with
  * log(1 + 1000 |X|), and positive differences to the previous frame are
- * summed. Memory is O(frames); the spectrum of one frame lives in scratch.
- * Single-threaded.
+ * summed; the frame before the first is silence. Memory is O(frames);
+ * the spectrum of one frame lives in scratch. Single-threaded.
  */
 #include "dsp.h"
 
@@ -69,6 +69,10 @@ int features_compute(d2m_features *out, const float *x, int64_t n, int sample_ra
     /* |X| of a full-scale sine under a Hann window is n_fft/4. */
     const float to_amplitude = 4.0f / (float)n_fft;
     float *cur = logmag, *prev = logmag + bins;
+    /* Silence before the signal: a sound that starts with the file is an
+     * onset at frame 0 (its first frames all hold it, so no later frame
+     * would show the rise). */
+    for (int k = 0; k < bins; k++) prev[k] = 0.0f;
     for (int64_t t = 0; t < frames; t++) {
         stft_frame(spec, x, n, t, plan);
         double flux = 0.0, band_flux[D2M_NBANDS] = {0}, band_energy[D2M_NBANDS] = {0};
@@ -78,7 +82,7 @@ int features_compute(d2m_features *out, const float *x, int64_t n, int sample_ra
             float power = re * re + im * im;
             float amp = sqrtf(power);
             cur[k] = log1pf(1000.0f * amp);
-            float rise = t > 0 ? cur[k] - prev[k] : 0.0f;
+            float rise = cur[k] - prev[k];
             int b = band_of[k];
             if (b >= 0) {
                 band_energy[b] += power;

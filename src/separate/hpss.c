@@ -41,7 +41,10 @@ hpss_params hpss_default_params(void)
                      .hop = 512,
                      .harmonic_frames = 31,
                      .percussive_bins = 31,
-                     .margin = 1.5f,
+                     /* 2 rather than 1.5: less bass and chord attack in the
+                      * stem, for the same drums (measured on rendered songs:
+                      * tempo right in 2 more of 108, hits about the same). */
+                     .margin = 2.0f,
                      .block_s = 20.0};
     return p;
 }
