@@ -6,6 +6,17 @@
 
 #include <stdint.h>
 
+/* Index i mirrored into [0, n) without repeating the edge sample (NumPy's
+ * and torch's "reflect" padding); indices further out keep reflecting. */
+static inline int64_t dsp_reflect_index(int64_t i, int64_t n)
+{
+    if (n == 1) return 0;
+    int64_t period = 2 * (n - 1);
+    i %= period;
+    if (i < 0) i += period;
+    return i < n ? i : period - i;
+}
+
 /* ---- STFT (FFTW3, single precision) ------------------------------------
  * Frames are centred like torch.stft(center=True, pad_mode="reflect"):
  * frame t covers samples [t*hop - n_fft/2, t*hop + n_fft/2), periodic Hann

@@ -69,16 +69,6 @@ int stft_bins(const stft_plan *p) { return p->bins; }
 
 int64_t stft_frames(const stft_plan *p, int64_t n) { return n / p->hop + 1; }
 
-/* Index i reflected into [0, n); signals shorter than the pad repeat the reflection. */
-static int64_t reflect(int64_t n, int64_t i)
-{
-    if (n == 1) return 0;
-    int64_t period = 2 * (n - 1);
-    i %= period;
-    if (i < 0) i += period;
-    return i < n ? i : period - i;
-}
-
 void stft_frame_strided(float *dst, const float *x, int stride, int64_t n, int64_t t,
                         stft_plan *p)
 {
@@ -88,7 +78,7 @@ void stft_frame_strided(float *dst, const float *x, int stride, int64_t n, int64
         for (int i = 0; i < p->n_fft; i++) p->time[i] = src[(int64_t)i * stride] * p->window[i];
     } else {
         for (int i = 0; i < p->n_fft; i++)
-            p->time[i] = x[reflect(n, start + i) * stride] * p->window[i];
+            p->time[i] = x[dsp_reflect_index(start + i, n) * stride] * p->window[i];
     }
     fftwf_execute(p->forward);
     memcpy(dst, p->freq, (size_t)p->bins * 2 * sizeof *dst);

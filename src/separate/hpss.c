@@ -49,16 +49,6 @@ hpss_params hpss_default_params(void)
     return p;
 }
 
-/* Index i mirrored into [0, n) without repeating the edge. */
-static int mirror(int i, int n)
-{
-    if (n == 1) return 0;
-    int period = 2 * (n - 1);
-    i %= period;
-    if (i < 0) i += period;
-    return i < n ? i : period - i;
-}
-
 /* Median of a sliding window over a sequence read through a stride, with the
  * sequence mirrored at both ends (scipy's "reflect" mode). dst[i] = median of
  * src[(i - half .. i + half) * stride]. sorted is scratch of 2*half+1 floats. */
@@ -66,7 +56,7 @@ static void sliding_median(float *dst, int dst_stride, const float *src, int src
                            int half, float *sorted)
 {
     int width = 2 * half + 1;
-#define AT(i) src[(size_t)mirror((i), n) * (size_t)src_stride]
+#define AT(i) src[(size_t)dsp_reflect_index((i), n) * (size_t)src_stride]
     for (int k = 0; k < width; k++) {
         float v = AT(k - half);
         int j = k;

@@ -26,27 +26,19 @@
  */
 #include "htdemucs_internal.h"
 
+#include "dsp/dsp.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* NumPy's 'reflect': mirror about the end samples without repeating them. */
-static int64_t reflect(int64_t i, int64_t n)
-{
-    if (n == 1) return 0;
-    int64_t period = 2 * (n - 1);
-    i %= period;
-    if (i < 0) i += period;
-    return i < n ? i : period - i;
-}
 
 /* Sample u of the twice-padded signal, as an index into the input (L). */
 static int64_t source_index(const htdemucs *m, int64_t u)
 {
     int64_t pad = 3 * m->hop / 2;
     int64_t padded1 = (int64_t)m->frames * m->hop + 2 * pad; /* after the first pad */
-    int64_t v = reflect(u - m->nfft / 2, padded1);
-    return reflect(v - pad, m->length);
+    int64_t v = dsp_reflect_index(u - m->nfft / 2, padded1);
+    return dsp_reflect_index(v - pad, m->length);
 }
 
 enum { FRAME_BLOCK = 16 }; /* frames transformed per step, for contiguous (bins, frames) access */
