@@ -44,6 +44,10 @@ size_t audio_mpeg_frame_length(const unsigned char *h);
  * layer, sample rate and mono/stereo. */
 int audio_mpeg_same_stream(const unsigned char *a, const unsigned char *b);
 
+/* The container of a file from its first bytes, after any ID3v2 tags (the
+ * same look audio_decode_file takes); "" when unreadable or not audio. */
+const char *audio_sniff_file(const char *path);
+
 /* Decode a whole file. Refuses files longer than max_duration_s (0 = no
  * limit) before allocating for them. Returns 0, D2M_ERR_IO, D2M_ERR_FORMAT,
  * D2M_ERR_TOO_LONG or D2M_ERR_NOMEM. */

@@ -62,6 +62,21 @@ static ssize_t read_head(int fd, unsigned char *head)
     return read_at(fd, head, HEAD_BYTES, offset);
 }
 
+const char *audio_sniff_file(const char *path)
+{
+    const char *format = "";
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) return format;
+    unsigned char *head = malloc(HEAD_BYTES);
+    if (head) {
+        ssize_t n = read_head(fd, head);
+        if (n > 0) format = audio_sniff(head, (size_t)n);
+        free(head);
+    }
+    close(fd);
+    return format;
+}
+
 /* A hint for the "not recognised" message: common files people try. */
 static const char *describe(const unsigned char *b, size_t n)
 {

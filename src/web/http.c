@@ -46,7 +46,6 @@
 #define JSON_BODY_MAX (16 * 1024)
 #define MAX_UPLOADS_AT_ONCE 16
 #define SSE_KEEPALIVE_MS 15000
-#define SNIFF_BYTES (64 * 1024 + 64)
 
 struct web_server {
     web_server_config cfg;
@@ -472,31 +471,6 @@ static enum MHD_Result on_form_field(void *cls, enum MHD_ValueKind kind, const c
     return MHD_YES; /* other fields are ignored */
 }
 
-/* The upload's format from its first bytes, after any ID3v2 tags. */
-static const char *sniff_file(const char *path)
-{
-    static const char none[] = "";
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return none;
-    unsigned char *head = malloc(SNIFF_BYTES);
-    const char *format = none;
-    if (head) {
-        off_t offset = 0;
-        for (int t = 0; t < 8; t++) {
-            unsigned char tag[10];
-            size_t size;
-            if (pread(fd, tag, sizeof tag, offset) != (ssize_t)sizeof tag ||
-                (size = audio_id3v2_size(tag, sizeof tag)) == 0)
-                break;
-            offset += (off_t)size;
-        }
-        ssize_t n = pread(fd, head, SNIFF_BYTES, offset);
-        if (n > 0) format = audio_sniff(head, (size_t)n);
-        free(head);
-    }
-    close(fd);
-    return format;
-}
 
 static enum MHD_Result finish_upload(struct MHD_Connection *c, request *r)
 {
@@ -548,7 +522,7 @@ static enum MHD_Result finish_upload(struct MHD_Connection *c, request *r)
         drop_upload(r);
         return send_error(c, 415, "the file is empty");
     }
-    const char *format = sniff_file(r->upload_path);
+    const char *format = audio_sniff_file(r->upload_path);
     if (!format[0]) {
         drop_upload(r);
         return send_error(c, 415, "not an audio file this server reads (MP3, WAV, FLAC, Ogg or AIFF)");
