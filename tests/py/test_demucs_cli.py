@@ -23,17 +23,9 @@ import numpy as np  # noqa: E402
 
 import songlib  # noqa: E402
 
+from checks import check, summary  # noqa: E402
+
 BIN = os.environ.get("D2M_BIN", "build/drum2midi")
-passed = failed = 0
-
-
-def check(cond, what, detail=""):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print(f"FAILED: {what}\n  {detail}", file=sys.stderr)
 
 
 def model_path():
@@ -120,8 +112,7 @@ def main():
 
 
 def finish():
-    print(f"test_demucs_cli: {passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return summary("test_demucs_cli")
 
 
 if __name__ == "__main__":

@@ -17,17 +17,9 @@ import numpy as np  # noqa: E402
 
 import synth  # noqa: E402
 
+from checks import check, summary  # noqa: E402
+
 BIN = os.environ.get("D2M_BIN", "build/drum2midi")
-passed = failed = 0
-
-
-def check(cond, what, detail=""):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print(f"FAILED: {what}\n  {detail}", file=sys.stderr)
 
 
 def run(args, timeout=600):
@@ -77,8 +69,7 @@ def main():
         cases(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"test_inputs: {passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return summary("test_inputs")
 
 
 def cases(tmp):
