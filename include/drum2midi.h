@@ -125,6 +125,22 @@ int d2m_process_file(d2m_result *result, const char *in_path, const char *out_di
                      const d2m_options *opt, d2m_progress_fn progress, void *user,
                      d2m_error *err);
 
+/* An engine keeps what is costly to set up between jobs: the Demucs model
+ * (its weights read once, its compute buffers and threads). A batch or a
+ * server makes one and runs every job through it; the model is loaded on
+ * the first job that needs it and rebuilt only when a job names another
+ * weights file (or the file changed) or another thread count. One job at a
+ * time per engine. d2m_process_file is one job on a temporary engine. */
+typedef struct d2m_engine d2m_engine;
+
+int d2m_engine_new(d2m_engine **out, d2m_error *err);
+void d2m_engine_free(d2m_engine *e); /* NULL-safe */
+/* Whether the engine holds a Demucs model now. */
+int d2m_engine_loaded(const d2m_engine *e);
+int d2m_engine_process_file(d2m_engine *e, d2m_result *result, const char *in_path,
+                            const char *out_dir, const d2m_options *opt, d2m_progress_fn progress,
+                            void *user, d2m_error *err);
+
 #ifdef __cplusplus
 }
 #endif

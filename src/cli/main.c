@@ -137,6 +137,8 @@ static void subfolder(char *dst, size_t n, const char *out, const char *input, i
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "serve") == 0) return web_serve_main(argc - 1, argv + 1);
+    /* Internal: the server's job runner (src/web/runner.h), never typed by hand. */
+    if (argc > 1 && strcmp(argv[1], "__runner") == 0) return web_runner_main(argc - 1, argv + 1);
     d2m_options opt = d2m_default_options();
     const char *out = "out";
     int json = 0, progress_mode = PROGRESS_AUTO;
@@ -279,6 +281,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "drum2midi: out of memory\n");
         return 1;
     }
+    d2m_engine *engine = NULL; /* one for the batch: the Demucs weights are read once */
+    d2m_error engine_err = {0};
+    if (d2m_engine_new(&engine, &engine_err)) {
+        fprintf(stderr, "drum2midi: %s\n", engine_err.message);
+        free(used);
+        return 1;
+    }
     int failed = 0;
     if (json && n_inputs > 1) printf("[\n");
     for (int i = 0; i < n_inputs; i++) {
@@ -289,7 +298,7 @@ int main(int argc, char **argv)
         progress_view view = {.mode = progress_mode, .input = input, .last_percent = -1};
         d2m_result res;
         d2m_error err = {0};
-        int rc = d2m_process_file(&res, input, dir, &opt, on_progress, &view, &err);
+        int rc = d2m_engine_process_file(engine, &res, input, dir, &opt, on_progress, &view, &err);
         if (view.bar_drawn) fputc('\n', stderr);
         if (rc) {
             failed++;
@@ -326,6 +335,7 @@ int main(int argc, char **argv)
         fflush(stdout);
     }
     if (json && n_inputs > 1) printf("\n]\n");
+    d2m_engine_free(engine);
     free(used);
     if (failed && n_inputs > 1)
         fprintf(stderr, "drum2midi: %d of %d inputs failed\n", failed, n_inputs);

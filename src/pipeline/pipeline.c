@@ -155,7 +155,20 @@ int d2m_process_file(d2m_result *r, const char *in_path, const char *out_dir,
                      const d2m_options *opt, d2m_progress_fn progress, void *user,
                      d2m_error *err)
 {
+    d2m_engine *e = NULL;
     memset(r, 0, sizeof *r);
+    int rc = d2m_engine_new(&e, err);
+    if (rc == 0) rc = d2m_engine_process_file(e, r, in_path, out_dir, opt, progress, user, err);
+    d2m_engine_free(e);
+    return rc;
+}
+
+int d2m_engine_process_file(d2m_engine *e, d2m_result *r, const char *in_path,
+                            const char *out_dir, const d2m_options *opt, d2m_progress_fn progress,
+                            void *user, d2m_error *err)
+{
+    memset(r, 0, sizeof *r);
+    if (!e) return d2m_fail(err, D2M_ERR_INVALID, "no engine");
     int rc = check_options(opt, err);
     if (rc) return rc;
     double t_start = d2m_now(), t;
@@ -214,7 +227,7 @@ int d2m_process_file(d2m_result *r, const char *in_path, const char *out_dir,
     ps.base = 0.08;
     ps.weight = 0.5;
     report_progress(&ps, "separate", 0.08, 0.5, 0.0);
-    if ((rc = pipeline_separate(&sep, &mix, opt, separate_progress, &ps, err))) {
+    if ((rc = pipeline_separate(&sep, e, &mix, opt, separate_progress, &ps, err))) {
         if (rc == D2M_ERR_CANCELLED) goto cancelled;
         goto fail;
     }

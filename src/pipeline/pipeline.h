@@ -45,10 +45,11 @@ typedef struct {
     int n_others;
 } separation;
 
-/* Run the separator the options choose on mix (44.1 kHz stereo). Returns
+/* Run the separator the options choose on mix (44.1 kHz stereo), with the
+ * engine's cached Demucs model when it fits. Returns
  * 0, D2M_ERR_IO (named weights missing), D2M_ERR_FORMAT (bad weights),
  * D2M_ERR_NOMEM, D2M_ERR_CANCELLED. */
-int pipeline_separate(separation *out, const d2m_audio *mix, const d2m_options *opt,
+int pipeline_separate(separation *out, d2m_engine *e, const d2m_audio *mix, const d2m_options *opt,
                       separate_progress_fn progress, void *user, d2m_error *err);
 void separation_free(separation *s);
 

@@ -9,15 +9,18 @@
  *
  * Threading: one mutex guards the store and every job in it; two condition
  * variables: `work` wakes workers and the janitor, `changed` wakes event
- * streams. Each job's pipeline runs in a child process forked by its worker
- * (run_in_child): a crash in the analysis fails that job, not the server, a
- * cancel kills the child at once, and the child's memory goes with it. The
- * child sends progress up a pipe; the worker applies it under the mutex. A
- * job is freed only when it is out of the store and no worker holds it.
+ * streams. Each worker hands its jobs to its own runner process (runner.h:
+ * this binary started afresh, which keeps the Demucs model loaded between
+ * jobs): a crash in the analysis fails that job, not the server, and a
+ * cancel kills the runner at once. The runner sends progress up a pipe; the
+ * worker applies it under the mutex. A job is freed only when it is out of
+ * the store and no worker holds it.
  */
 #include "web/jobs.h"
 
-#include "audio/audio.h"
+#include "base/base.h"
+#include "web/files.h"
+#include "web/runner.h"
 
 #include <cjson/cJSON.h>
 #include <ctype.h>
@@ -38,9 +41,8 @@
 
 #define JOB_JSON_MAX (64 * 1024)
 #define REPORT_MAX (64 * 1024 * 1024)
-#define OVERVIEW_MAX_BINS 4000
 #define JANITOR_PERIOD_S 60
-#define INPUT_BASE "song" /* the upload's name on disk, and so the outputs' prefix */
+#define INPUT_BASE RUNNER_INPUT_BASE
 
 typedef enum { JOB_QUEUED, JOB_RUNNING, JOB_DONE, JOB_FAILED, JOB_CANCELLED } job_state;
 static const char *const state_names[] = {"queued", "running", "done", "failed", "cancelled"};
@@ -127,95 +129,6 @@ static int random_hex(char *out, int n_hex)
 static void job_dir(const job_store *s, const char *id, char *buf, size_t n)
 {
     snprintf(buf, n, "%s/jobs/%s", s->cfg.data_dir, id);
-}
-
-/* Removes a folder the server made (at most a few levels deep), never
- * following links. */
-static void remove_tree(const char *path, int depth)
-{
-    struct stat st;
-    if (lstat(path, &st) != 0) return;
-    if (S_ISDIR(st.st_mode) && depth < 6) {
-        DIR *d = opendir(path);
-        if (d) {
-            struct dirent *e;
-            while ((e = readdir(d))) {
-                if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-                char child[1024];
-                if (snprintf(child, sizeof child, "%s/%s", path, e->d_name) >= (int)sizeof child) continue;
-                remove_tree(child, depth + 1);
-            }
-            closedir(d);
-        }
-        rmdir(path);
-    } else {
-        unlink(path);
-    }
-}
-
-static long long tree_bytes(const char *path, int depth)
-{
-    struct stat st;
-    if (lstat(path, &st) != 0) return 0;
-    if (!S_ISDIR(st.st_mode) || depth >= 6) return (long long)st.st_size;
-    long long total = 0;
-    DIR *d = opendir(path);
-    if (!d) return 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        char child[1024];
-        if (snprintf(child, sizeof child, "%s/%s", path, e->d_name) >= (int)sizeof child) continue;
-        total += tree_bytes(child, depth + 1);
-    }
-    closedir(d);
-    return total;
-}
-
-static char *read_text(const char *path, size_t max)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len + 4096 + 1 > cap) {
-            size_t ncap = cap ? cap * 2 : 8192;
-            char *nb = realloc(buf, ncap);
-            if (!nb) goto fail;
-            buf = nb;
-            cap = ncap;
-        }
-        size_t got = fread(buf + len, 1, 4096, f);
-        len += got;
-        if (len > max) goto fail;
-        if (got < 4096) break;
-    }
-    if (ferror(f)) goto fail;
-    fclose(f);
-    buf[len] = '\0';
-    return buf;
-fail:
-    fclose(f);
-    free(buf);
-    return NULL;
-}
-
-/* Writes text to path through a temporary file and a rename. */
-static int write_text_atomic(const char *path, const char *text)
-{
-    char tmp[1100];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) return -1;
-    size_t len = strlen(text);
-    int ok = fwrite(text, 1, len, f) == len;
-    ok = (fclose(f) == 0) && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        unlink(tmp);
-        return -1;
-    }
-    return 0;
 }
 
 /* The client's file name as display text: its last path component, control
@@ -322,7 +235,7 @@ static void delete_job_locked(job_store *s, job *j)
 {
     char dir[1024];
     job_dir(s, j->id, dir, sizeof dir);
-    remove_tree(dir, 0);
+    files_remove_tree(dir, 0);
     drop_locked(s, j);
 }
 
@@ -380,7 +293,7 @@ static void save_locked(job_store *s, const job *j)
     char path[1100];
     job_dir(s, j->id, path, sizeof path);
     strncat(path, "/job.json", sizeof path - strlen(path) - 1);
-    if (write_text_atomic(path, text) != 0)
+    if (files_write_text_atomic(path, text) != 0)
         fprintf(stderr, "drum2midi serve: cannot write %s: %s\n", path, strerror(errno));
     free(text);
 }
@@ -454,7 +367,7 @@ static int load_report_locked(job_store *s, job *j)
     char path[1100];
     job_dir(s, j->id, path, sizeof path);
     strncat(path, "/out/report.json", sizeof path - strlen(path) - 1);
-    char *raw = read_text(path, REPORT_MAX);
+    char *raw = files_read_text(path, REPORT_MAX);
     if (!raw) return -1;
     char *view = report_view(j, raw);
     free(raw);
@@ -631,7 +544,7 @@ int jobs_create(job_store *s, const char *upload_path, const char *display_name,
     if (rename(upload_path, dest) != 0 || add_locked(s, j) != 0) {
         int e = errno;
         unlink(upload_path);
-        remove_tree(dir, 0);
+        files_remove_tree(dir, 0);
         pthread_mutex_unlock(&s->lock);
         free(j);
         return d2m_fail(err, D2M_ERR_IO, "cannot store the upload: %s", strerror(e));
@@ -767,7 +680,7 @@ done:
 
 /* ---------------------------------------------------------------- workers */
 
-/* Progress as the worker thread learns it from the child process. */
+/* Progress as the worker thread learns it from its runner. */
 static void apply_progress(job_store *s, job *j, const char *stage, double fraction, double overall)
 {
     pthread_mutex_lock(&s->lock);
@@ -784,311 +697,26 @@ static void apply_progress(job_store *s, job *j, const char *stage, double fract
     pthread_mutex_unlock(&s->lock);
 }
 
-/* In the child process: progress goes up the pipe as "p STAGE FRACTION
- * OVERALL" lines, at most one per 0.2% unless the stage changes. The child
- * never cancels itself; the worker kills it. */
+/* What the worker's runner reports and asks: progress goes into the job;
+ * a cancel or a shutdown stops the runner. */
 typedef struct {
-    int fd;
-    char stage[32];
-    double last;
-} child_progress;
+    job_store *s;
+    job *j;
+} worker_job;
 
-static void write_line(int fd, const char *line)
+static void on_runner_progress(void *user, const char *stage, double fraction, double overall)
 {
-    size_t n = strlen(line);
-    while (n > 0) {
-        ssize_t w = write(fd, line, n);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return;
-        line += w;
-        n -= (size_t)w;
-    }
+    worker_job *wj = user;
+    apply_progress(wj->s, wj->j, stage, fraction, overall);
 }
 
-static int on_child_progress(void *user, const char *stage, double fraction, double overall)
+static int runner_should_stop(void *user)
 {
-    child_progress *c = user;
-    if (!strcmp(c->stage, stage) && overall - c->last < 0.002 && fraction < 1.0) return 0;
-    snprintf(c->stage, sizeof c->stage, "%s", stage);
-    c->last = overall;
-    char line[96];
-    snprintf(line, sizeof line, "p %.31s %.4f %.4f\n", stage, fraction, overall);
-    for (char *ch = line + 2; *ch && *ch != ' '; ch++)
-        if (*ch < 0x21 || *ch > 0x7e) *ch = '_';
-    write_line(c->fd, line);
-    return 0;
-}
-
-/* overview.json: the drum stem's peak level per bin, for the page's song
- * overview: {"duration_s", "bin_s", "peak": [...]}, at most 4000 bins. */
-static int write_overview(const char *stem_path, const char *out_path, double max_s, d2m_error *err)
-{
-    d2m_audio a = {0};
-    d2m_decode_info info = {0};
-    int rc = audio_decode_file(&a, &info, stem_path, max_s + 60, err);
-    if (rc) return rc;
-    int64_t bin = a.frames / OVERVIEW_MAX_BINS + 1;
-    if (bin < 512) bin = 512;
-    int64_t n_bins = (a.frames + bin - 1) / bin;
-    cJSON *o = cJSON_CreateObject();
-    cJSON *peaks = o ? cJSON_AddArrayToObject(o, "peak") : NULL;
-    if (!peaks) {
-        cJSON_Delete(o);
-        d2m_audio_free(&a);
-        return d2m_fail(err, D2M_ERR_NOMEM, "out of memory");
-    }
-    cJSON_AddNumberToObject(o, "duration_s", (double)a.frames / a.sample_rate);
-    cJSON_AddNumberToObject(o, "bin_s", (double)bin / a.sample_rate);
-    for (int64_t b = 0; b < n_bins; b++) {
-        float peak = 0;
-        int64_t end = (b + 1) * bin < a.frames ? (b + 1) * bin : a.frames;
-        for (int64_t i = b * bin * a.channels; i < end * a.channels; i++) peak = fmaxf(peak, fabsf(a.data[i]));
-        cJSON_AddItemToArray(peaks, cJSON_CreateNumber(round(peak * 1000) / 1000));
-    }
-    d2m_audio_free(&a);
-    char *text = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    if (!text) return d2m_fail(err, D2M_ERR_NOMEM, "out of memory");
-    rc = write_text_atomic(out_path, text) ? d2m_fail(err, D2M_ERR_IO, "cannot write the overview") : 0;
-    free(text);
-    return rc;
-}
-
-/* Replaces every occurrence of what in text (in place, bounded by n). */
-static void replace_all(char *text, size_t n, const char *what, const char *with)
-{
-    size_t wl = strlen(what), rl = strlen(with);
-    if (!wl) return;
-    char out[1024];
-    size_t o = 0;
-    for (const char *p = text; *p && o + 1 < sizeof out;) {
-        if (!strncmp(p, what, wl)) {
-            for (size_t i = 0; i < rl && o + 1 < sizeof out; i++) out[o++] = with[i];
-            p += wl;
-        } else {
-            out[o++] = *p++;
-        }
-    }
-    out[o] = '\0';
-    size_t len = o < n - 1 ? o : n - 1;
-    memcpy(text, out, len);
-    text[len] = '\0';
-}
-
-static void options_from(d2m_options *o, const job_request *r, double max_s)
-{
-    *o = d2m_default_options();
-    o->quantize = r->quantize;
-    o->bars = r->bars;
-    o->tempo_bpm = r->tempo_bpm;
-    o->separator = r->separator;
-    o->max_duration_s = max_s;
-    o->loop_first_bar = r->loop_start_bar;
-}
-
-/* A whole song: upload -> out/. Runs without the lock; reads only fields
- * that do not change while the job runs. */
-static int run_song(job_store *s, job *j, const job_request *req, d2m_progress_fn progress,
-                    void *user, d2m_error *err)
-{
-    char dir[1100], in[1200], out[1200], stem[1400], overview[1300];
-    job_dir(s, j->id, dir, sizeof dir);
-    snprintf(in, sizeof in, "%s/%s.%s", dir, INPUT_BASE, j->format);
-    snprintf(out, sizeof out, "%s/out", dir);
-    d2m_options opt;
-    options_from(&opt, req, s->cfg.max_duration_s);
-    d2m_result r;
-    int rc = d2m_process_file(&r, in, out, &opt, progress, user, err);
-    if (rc == 0) {
-        progress(user, "overview", 0.0, 1.0);
-        if (snprintf(stem, sizeof stem, "%s/%s", out, r.drum_stem_wav) >= (int)sizeof stem ||
-            snprintf(overview, sizeof overview, "%s/overview.json", out) >= (int)sizeof overview)
-            rc = d2m_fail(err, D2M_ERR_IO, "the data folder's path is too long");
-        else
-            rc = write_overview(stem, overview, s->cfg.max_duration_s, err);
-    }
-    d2m_result_free(&r);
-    replace_all(err->message, sizeof err->message, in, j->display_name);
-    replace_all(err->message, sizeof err->message, dir, "");
-    return rc;
-}
-
-/* The disk report with the song's own input, separator and separation time
- * kept from the first run, and what this re-analysis asked for. */
-static int merge_reanalysis_report(const char *new_path, const char *old_path, const job_request *req)
-{
-    char *new_text = read_text(new_path, REPORT_MAX), *old_text = read_text(old_path, REPORT_MAX);
-    cJSON *fresh = new_text ? cJSON_Parse(new_text) : NULL, *old = old_text ? cJSON_Parse(old_text) : NULL;
-    free(new_text);
-    free(old_text);
-    int rc = -1;
-    if (fresh && old) {
-        static const char *const kept[] = {"input", "separator"};
-        for (int i = 0; i < 2; i++) {
-            cJSON *v = cJSON_DetachItemFromObjectCaseSensitive(old, kept[i]);
-            if (v) cJSON_ReplaceItemInObjectCaseSensitive(fresh, kept[i], v);
-        }
-        cJSON *t_old = cJSON_GetObjectItemCaseSensitive(old, "timings_s");
-        cJSON *t_new = cJSON_GetObjectItemCaseSensitive(fresh, "timings_s");
-        cJSON *sep = cJSON_GetObjectItemCaseSensitive(t_old, "separate");
-        if (cJSON_IsObject(t_new) && cJSON_IsNumber(sep))
-            cJSON_ReplaceItemInObjectCaseSensitive(t_new, "separate", cJSON_CreateNumber(sep->valuedouble));
-        cJSON *re = cJSON_AddObjectToObject(fresh, "reanalysis");
-        if (re) {
-            cJSON_AddNumberToObject(re, "tempo_bpm", req->tempo_bpm);
-            cJSON_AddNumberToObject(re, "loop_start_bar", req->loop_start_bar);
-        }
-        char *text = cJSON_Print(fresh);
-        if (text && write_text_atomic(new_path, text) == 0) rc = 0;
-        free(text);
-    }
-    cJSON_Delete(fresh);
-    cJSON_Delete(old);
-    return rc;
-}
-
-/* A re-analysis: out/<stem> linked as re/song.wav, the pipeline with
- * separator none into re/out, the report merged; the caller swaps folders. */
-static int run_reanalysis(job_store *s, job *j, const job_request *req, d2m_progress_fn progress,
-                          void *user, d2m_error *err)
-{
-    char dir[1100], re[1200], in[1300], out[1300], old_stem[1400], path[1400], path2[1400];
-    job_dir(s, j->id, dir, sizeof dir);
-    snprintf(re, sizeof re, "%s/re", dir);
-    remove_tree(re, 0);
-    if (mkdir(re, 0750) != 0) return d2m_fail(err, D2M_ERR_IO, "cannot make the re-analysis folder");
-    snprintf(old_stem, sizeof old_stem, "%s/out/%s_drums.wav", dir, INPUT_BASE);
-    snprintf(in, sizeof in, "%s/%s.wav", re, INPUT_BASE);
-    snprintf(out, sizeof out, "%s/out", re);
-    if (link(old_stem, in) != 0) return d2m_fail(err, D2M_ERR_IO, "the drum stem is missing");
-    d2m_options opt;
-    options_from(&opt, req, s->cfg.max_duration_s);
-    d2m_result r;
-    int rc = d2m_process_file(&r, in, out, &opt, progress, user, err);
-    d2m_result_free(&r);
-    if (rc == 0) {
-        snprintf(path, sizeof path, "%s/report.json", out);
-        snprintf(path2, sizeof path2, "%s/out/report.json", dir);
-        if (merge_reanalysis_report(path, path2, req)) rc = d2m_fail(err, D2M_ERR_IO, "cannot write the report");
-    }
-    if (rc == 0) {
-        snprintf(path, sizeof path, "%s/out/overview.json", dir);
-        snprintf(path2, sizeof path2, "%s/overview.json", out);
-        if (rename(path, path2) != 0) rc = write_overview(in, path2, s->cfg.max_duration_s, err);
-    }
-    replace_all(err->message, sizeof err->message, in, j->display_name);
-    replace_all(err->message, sizeof err->message, dir, "");
-    return rc;
-}
-
-/* In the child: every descriptor but stdio and the pipe is the server's
- * (listening socket, clients' connections, files being sent); holding them
- * would keep a client's connection open until the job ends. */
-static void close_inherited_fds(int keep)
-{
-    int fds[4096], n = 0;
-    DIR *d = opendir("/proc/self/fd");
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d)) && n < (int)(sizeof fds / sizeof fds[0])) {
-            int fd = atoi(e->d_name);
-            if (e->d_name[0] >= '0' && e->d_name[0] <= '9' && fd > 2 && fd != keep && fd != dirfd(d)) fds[n++] = fd;
-        }
-        closedir(d);
-        for (int i = 0; i < n; i++) close(fds[i]);
-    } else {
-        for (int fd = 3; fd < 4096; fd++)
-            if (fd != keep) close(fd);
-    }
-}
-
-typedef int (*job_fn)(job_store *s, job *j, const job_request *req, d2m_progress_fn progress,
-                      void *user, d2m_error *err);
-
-/* Runs fn in a child process, so that nothing the pipeline does (a crash,
- * memory it keeps) can take the server down, and a cancel takes effect at
- * once: the worker kills the child. The child reports through a pipe:
- * progress lines, then "end CODE MESSAGE". Returns fn's code, or
- * D2M_ERR_CANCELLED when killed for a cancel or a shutdown, or
- * D2M_ERR_INTERNAL when the child died on its own. */
-static int run_in_child(job_store *s, job *j, job_fn fn, const job_request *req, d2m_error *err)
-{
-    int p[2];
-    if (pipe(p) != 0) return d2m_fail(err, D2M_ERR_IO, "cannot make a pipe: %s", strerror(errno));
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0) {
-        close(p[0]);
-        close(p[1]);
-        return d2m_fail(err, D2M_ERR_NOMEM, "cannot start the job's process: %s", strerror(errno));
-    }
-    if (pid == 0) {
-        close_inherited_fds(p[1]);
-        child_progress cp = {.fd = p[1], .last = -1};
-        d2m_error e = {0};
-        int rc = fn(s, j, req, on_child_progress, &cp, &e);
-        char line[sizeof e.message + 32];
-        for (char *c = e.message; *c; c++)
-            if (*c == '\n' || *c == '\r') *c = ' ';
-        snprintf(line, sizeof line, "end %d %s\n", rc, e.message);
-        write_line(p[1], line);
-        _exit(0);
-    }
-    close(p[1]);
-    char buf[2048];
-    size_t have = 0;
-    int rc = D2M_ERR_INTERNAL, ended = 0, killed = 0;
-    for (;;) {
-        struct pollfd pf = {.fd = p[0], .events = POLLIN};
-        int ready = poll(&pf, 1, 200);
-        if (!killed) {
-            pthread_mutex_lock(&s->lock);
-            int stop = j->cancel || s->stopping;
-            pthread_mutex_unlock(&s->lock);
-            if (stop) {
-                kill(pid, SIGKILL);
-                killed = 1;
-            }
-        }
-        if (ready < 0 && errno == EINTR) continue;
-        if (ready <= 0) continue;
-        ssize_t got = read(p[0], buf + have, sizeof buf - 1 - have);
-        if (got < 0 && errno == EINTR) continue;
-        if (got <= 0) break;
-        have += (size_t)got;
-        buf[have] = '\0';
-        char *line = buf, *nl;
-        while ((nl = strchr(line, '\n'))) {
-            *nl = '\0';
-            char stage[32];
-            double fraction, overall;
-            int code, at = 0;
-            if (sscanf(line, "p %31s %lf %lf", stage, &fraction, &overall) == 3) {
-                apply_progress(s, j, stage, fraction, overall);
-            } else if (sscanf(line, "end %d %n", &code, &at) == 1) {
-                rc = code;
-                ended = 1;
-                d2m_fail(err, code, "%s", line + at);
-            }
-            line = nl + 1;
-        }
-        have = strlen(line);
-        memmove(buf, line, have + 1);
-        if (have == sizeof buf - 1) have = 0; /* a line this long is not ours: drop it */
-    }
-    close(p[0]);
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    if (killed) return d2m_fail(err, D2M_ERR_CANCELLED, "cancelled");
-    if (!ended) {
-        if (WIFSIGNALED(status))
-            return d2m_fail(err, D2M_ERR_INTERNAL, "the analysis crashed (signal %d); please report this song",
-                            WTERMSIG(status));
-        return d2m_fail(err, D2M_ERR_INTERNAL, "the analysis stopped unexpectedly (status %d)",
-                        WEXITSTATUS(status));
-    }
-    return rc;
+    worker_job *wj = user;
+    pthread_mutex_lock(&wj->s->lock);
+    int stop = wj->j->cancel || wj->s->stopping;
+    pthread_mutex_unlock(&wj->s->lock);
+    return stop;
 }
 
 /* Swaps re/out in as out/ (under the lock, so no file lookup sees half). */
@@ -1125,7 +753,7 @@ static void finish_locked(job_store *s, job *j, int rc, const d2m_error *err, co
     int light = j->reanalysis;
     if (rc == D2M_ERR_CANCELLED && s->stopping && !j->cancel) {
         /* Interrupted by shutdown: queued again on disk, run by the next server. */
-        if (light) remove_tree(re, 0);
+        if (light) files_remove_tree(re, 0);
         return;
     }
     if (j->remove) {
@@ -1151,7 +779,7 @@ static void finish_locked(job_store *s, job *j, int rc, const d2m_error *err, co
                 msg[sizeof msg - 1] = '\0';
             memcpy(j->error, msg, sizeof msg);
         }
-        remove_tree(re, 0);
+        files_remove_tree(re, 0);
         j->state = JOB_DONE; /* the previous results still stand when it failed */
     } else if (rc == 0 && load_report_locked(s, j) == 0) {
         j->state = JOB_DONE;
@@ -1166,7 +794,7 @@ static void finish_locked(job_store *s, job *j, int rc, const d2m_error *err, co
     snprintf(j->stage, sizeof j->stage, "%s", state_names[j->state]);
     if (j->state == JOB_DONE) j->progress = j->stage_progress = 1;
     j->finished = wall_now();
-    j->bytes = tree_bytes(dir, 0);
+    j->bytes = files_tree_bytes(dir, 0);
     save_locked(s, j);
     signal_locked(s, j);
 }
@@ -1175,6 +803,8 @@ static void *worker_main(void *arg)
 {
     worker_arg *w = arg;
     job_store *s = w->s;
+    runner proc; /* this worker's runner process, started on its first job */
+    runner_init(&proc);
     pthread_mutex_lock(&s->lock);
     while (!s->stopping) {
         job *j = next_queued_locked(s, w->light);
@@ -1193,8 +823,13 @@ static void *worker_main(void *arg)
         signal_locked(s, j);
         pthread_mutex_unlock(&s->lock);
 
+        runner_work work = {.reanalysis = w->light, .req = asked, .max_duration_s = s->cfg.max_duration_s};
+        job_dir(s, j->id, work.dir, sizeof work.dir);
+        snprintf(work.format, sizeof work.format, "%s", j->format);
+        snprintf(work.display_name, sizeof work.display_name, "%s", j->display_name);
+        worker_job wj = {s, j};
         d2m_error err = {0};
-        int rc = run_in_child(s, j, w->light ? run_reanalysis : run_song, &asked, &err);
+        int rc = runner_run(&proc, &work, on_runner_progress, runner_should_stop, &wj, &err);
 
         pthread_mutex_lock(&s->lock);
         j->refs--;
@@ -1204,6 +839,7 @@ static void *worker_main(void *arg)
         else if (j->refs == 0) job_free(j);
     }
     pthread_mutex_unlock(&s->lock);
+    runner_close(&proc);
     return NULL;
 }
 
@@ -1258,7 +894,7 @@ static void load_job_locked(job_store *s, const char *id)
     char path[1100];
     job_dir(s, id, path, sizeof path);
     strncat(path, "/job.json", sizeof path - strlen(path) - 1);
-    char *text = read_text(path, JOB_JSON_MAX);
+    char *text = files_read_text(path, JOB_JSON_MAX);
     cJSON *o = text ? cJSON_Parse(text) : NULL;
     free(text);
     const cJSON *v;
@@ -1297,7 +933,7 @@ static void load_job_locked(job_store *s, const char *id)
     j->eta_s = -1;
     char dir[1100];
     job_dir(s, id, dir, sizeof dir);
-    j->bytes = tree_bytes(dir, 0);
+    j->bytes = files_tree_bytes(dir, 0);
     if (add_locked(s, j) != 0) {
         job_free(j);
         j = NULL;
@@ -1351,7 +987,7 @@ int jobs_open(job_store **out, const job_store_config *cfg, d2m_error *err)
         if (e->d_name[0] == '.') continue;
         char p[1400];
         snprintf(p, sizeof p, "%s/%s", path, e->d_name);
-        remove_tree(p, 0);
+        files_remove_tree(p, 0);
     }
     if (d) closedir(d);
     snprintf(path, sizeof path, "%s/jobs", s->cfg.data_dir);
@@ -1365,7 +1001,7 @@ int jobs_open(job_store **out, const job_store_config *cfg, d2m_error *err)
         char re[1200];
         job_dir(s, s->jobs[i]->id, re, sizeof re);
         strncat(re, "/re", sizeof re - strlen(re) - 1);
-        remove_tree(re, 0); /* an interrupted re-analysis */
+        files_remove_tree(re, 0); /* an interrupted re-analysis */
         s->jobs[i]->seq = s->next_seq++;
     }
     retention_locked(s); /* before the first request can see an expired job */

@@ -8,4 +8,7 @@
  * the server cannot start, 2 for a bad command line. */
 int web_serve_main(int argc, char **argv);
 
+/* `drum2midi __runner`: the server's job runner process (see runner.h). */
+int web_runner_main(int argc, char **argv);
+
 #endif

@@ -4,7 +4,8 @@
 (running and queued); oversize uploads (declared and streamed); non-audio
 and empty files; unknown jobs; path traversal in ids, file names and the
 upload's own name; a client that disconnects mid-upload; several uploads at
-once while status stays responsive; re-analysis without re-separation;
+once while status stays responsive; a job runner killed mid-job; the model
+loaded once for several jobs; re-analysis without re-separation;
 results surviving a restart; retention. Every request has a timeout and every
 wait a bound. Env: D2M_BIN, D2M_SOURCE_DIR."""
 import http.client
@@ -31,13 +32,13 @@ UPLOAD_MB = 4
 
 
 class Server:
-    def __init__(self, data, *args):
+    def __init__(self, data, *args, env=None):
         self.data = data
         self.log = open(os.path.join(os.path.dirname(data), f"server-{uuid.uuid4().hex[:6]}.log"), "w+")
         self.proc = subprocess.Popen(
             [BIN, "serve", "--host", "127.0.0.1", "--port", "0", "--data", data,
              "--max-upload-mb", str(UPLOAD_MB), *args],
-            stdout=subprocess.PIPE, stderr=self.log, text=True)
+            stdout=subprocess.PIPE, stderr=self.log, text=True, env=env)
         line = self.proc.stdout.readline()
         if "listening on http://127.0.0.1:" not in line:
             raise RuntimeError(f"server did not start: {line!r}")
@@ -54,6 +55,24 @@ class Server:
 
     def alive(self):
         return self.proc.poll() is None
+
+    def log_text(self):
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
+
+    def runners(self):
+        """Process ids of the server's job runners (its child processes)."""
+        out = []
+        for pid in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if pid.isdigit() and int(fields[1]) == self.proc.pid:
+                out.append(int(pid))
+        return out
 
 
 def request(port, method, path, body=None, headers=None, timeout=TIMEOUT):
@@ -364,6 +383,57 @@ def test_concurrent_uploads(s, ctx):
     assert worst < 1.0, f"a status request took {worst:.2f} s while jobs ran"
 
 
+def test_runner_killed(s, ctx):
+    """The process doing a job dies (a crash, the OOM killer): that job fails
+    with a message, the server stays up, and the next job gets a fresh runner."""
+    status, _, first = upload(s.port, ctx["long"], "killed.wav", separator="hpss")
+    assert status == 201
+    st = wait_state(s.port, first["id"], {"running", "done"})
+    assert st["state"] == "running", f"the long song finished before its runner could be killed: {st}"
+    runners = s.runners()
+    assert runners, "the running job has no runner process"
+    for pid in runners:
+        os.kill(pid, signal.SIGKILL)
+    st = wait_state(s.port, first["id"], {"failed", "done", "cancelled"}, 30)
+    assert st["state"] == "failed" and "signal 9" in st["error"], st
+    assert s.alive()
+    status, _, second = upload(s.port, ctx["short"], "after.wav", separator="none")
+    assert status == 201
+    st = wait_state(s.port, second["id"], {"done", "failed", "cancelled"})
+    assert st["state"] == "done", st
+    for job in (first["id"], second["id"]):
+        assert get_json(s.port, f"/api/jobs/{job}", "DELETE")[0] == 200
+
+
+def test_model_loaded_once(s, ctx):
+    """Two Demucs jobs in a row: the runner loads the model for the first and
+    keeps it for the second (the tiny random-weight htdemucs of ../shared,
+    so this is quick; its stems are noise, so the analysis may fail)."""
+    tiny = os.path.join(SRC, "..", "shared", "demucs", "tiny", "tiny.th")
+    if not os.path.exists(tiny):
+        print(f"  (skipped: no {tiny})")
+        return
+    data = os.path.join(os.path.dirname(s.data), "data-model")
+    s2 = Server(data, env=dict(os.environ, DRUM2MIDI_MODEL=tiny))
+    try:
+        ids = []
+        for name in ("one.wav", "two.wav"):
+            status, _, body = upload(s2.port, ctx["short"], name, separator="demucs")
+            assert status == 201, (status, body)
+            ids.append(body["id"])
+        for job in ids:
+            st = wait_state(s2.port, job, {"done", "failed", "cancelled"})
+            assert st["state"] == "done" or ("weights" not in st["error"] and "model" not in st["error"]), st
+            if st["state"] == "done":
+                assert st["report"]["separator"]["name"] == "htdemucs", st["report"]["separator"]
+        loads = s2.log_text().count("loaded the Demucs model")
+        assert loads == 1, f"the model was loaded {loads} times for two jobs:\n{s2.log_text()}"
+        assert len(s2.runners()) == 1, s2.runners()
+    finally:
+        s2.stop()
+    assert not s2.runners(), "a job runner outlived its server"
+
+
 def test_reanalyze(s, ctx):
     job = ctx["done_job"]
     status, st = get_json(s.port, f"/api/jobs/{job}")
@@ -419,7 +489,8 @@ def main():
     server = Server(os.path.join(tmp, "data"))
     tests = [test_health, test_upload_events_results, test_wrong_type, test_bad_requests, test_unknown_job,
              test_path_traversal, test_oversize, test_disconnect_mid_upload, test_cancel_running_and_queued,
-             test_concurrent_uploads, test_reanalyze, test_restart_and_retention]
+             test_concurrent_uploads, test_runner_killed, test_model_loaded_once, test_reanalyze,
+             test_restart_and_retention]
     passed = failed = 0
     try:
         for t in tests:
