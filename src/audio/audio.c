@@ -1,4 +1,4 @@
-/* Audio buffers: allocation and the mono mixdown.
+/* Audio buffers: allocation, the mono mixdown and a reader over a buffer.
  *
  * Layout: d2m_audio.data is interleaved float, (frames, channels), nominally
  * in [-1, 1]; decoders may leave float sources' overshoot unclipped.
@@ -31,6 +31,28 @@ void d2m_audio_free(d2m_audio *a)
     if (!a) return;
     free(a->data);
     memset(a, 0, sizeof *a);
+}
+
+static int buffer_read(void *user, float *dst, int64_t first, int64_t count, d2m_error *err)
+{
+    const d2m_audio *a = user;
+    const int c = a->channels;
+    const int64_t end = first + count;
+    int64_t lo = first < 0 ? 0 : first, hi = end > a->frames ? a->frames : end;
+    if (hi <= lo) {
+        memset(dst, 0, (size_t)(count * c) * sizeof *dst);
+        return 0;
+    }
+    memset(dst, 0, (size_t)((lo - first) * c) * sizeof *dst);
+    memcpy(dst + (lo - first) * c, a->data + lo * c, (size_t)((hi - lo) * c) * sizeof *dst);
+    memset(dst + (hi - first) * c, 0, (size_t)((end - hi) * c) * sizeof *dst);
+    return 0;
+}
+
+audio_reader audio_reader_of(const d2m_audio *a)
+{
+    audio_reader r = {buffer_read, (void *)a, a->frames, a->channels, a->sample_rate};
+    return r;
 }
 
 void audio_mixdown(float *out, const d2m_audio *in)

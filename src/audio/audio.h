@@ -81,4 +81,64 @@ void audio_mixdown(float *out, const d2m_audio *in);
 int audio_write_wav(const char *path, const d2m_audio *a, int64_t first, int64_t count,
                     d2m_error *err);
 
+/* ---- Streams: songs of any length in O(block) memory ----------------------- */
+
+/* Receives audio in order, a block at a time: x (frames, channels). Returns
+ * 0, or a negative code with err set, which stops the stream. */
+typedef int (*audio_block_fn)(void *user, const float *x, int64_t frames, d2m_error *err);
+
+/* Decode a file and hand it to fn converted to out_rate and out_channels
+ * (exactly the samples audio_decode_file then audio_convert give, in blocks
+ * of any size), holding only a block. info and *file_frames (the decoded
+ * length at the file's own rate) are as audio_decode_file gives them.
+ * Returns audio_decode_file's codes, D2M_ERR_INVALID for a conversion
+ * audio_convert refuses, or fn's code. */
+int audio_stream_file(const char *path, int out_rate, int out_channels, double max_duration_s,
+                      audio_block_fn fn, void *user, d2m_decode_info *info,
+                      int64_t *file_frames, d2m_error *err);
+
+/* Random access to a signal of known length: read fills dst (count,
+ * channels) with frames [first, first + count), zeros outside [0, frames).
+ * read may be called from several threads at once. Returns 0 or a negative
+ * code with err set. */
+typedef struct {
+    int (*read)(void *user, float *dst, int64_t first, int64_t count, d2m_error *err);
+    void *user;
+    int64_t frames;
+    int channels, sample_rate;
+} audio_reader;
+
+/* A reader over a buffer (borrowed: keep it alive while reading). */
+audio_reader audio_reader_of(const d2m_audio *a);
+
+/* Audio kept in an unnamed temporary file instead of memory: raw float
+ * (frames, channels) appended in order, then read at random (audio_reader).
+ * The file is unlinked at creation, so it disappears with the handle or the
+ * process. Appending is single-threaded; reading is thread-safe. */
+typedef struct audio_temp audio_temp;
+
+/* A temporary file in folder dir. Returns 0, D2M_ERR_IO, D2M_ERR_NOMEM. */
+int audio_temp_new(audio_temp **out, const char *dir, int channels, int sample_rate,
+                   d2m_error *err);
+/* Append x (frames, channels). Returns 0, D2M_ERR_IO (disk full?). */
+int audio_temp_append(audio_temp *t, const float *x, int64_t frames, d2m_error *err);
+/* Finish appending (writes what is buffered). Returns 0, D2M_ERR_IO. */
+int audio_temp_flush(audio_temp *t, d2m_error *err);
+/* A reader over the flushed contents. */
+audio_reader audio_temp_reader(audio_temp *t);
+void audio_temp_free(audio_temp *t); /* NULL-safe */
+
+/* A 24-bit PCM WAV written a block at a time (audio_write_wav's format,
+ * clipping and cleanup): a failed write or close removes the file. */
+typedef struct audio_wav_writer audio_wav_writer;
+
+int audio_wav_open(audio_wav_writer **out, const char *path, int channels, int sample_rate,
+                   d2m_error *err);
+/* Append x (frames, channels). Returns 0, D2M_ERR_IO. */
+int audio_wav_write(audio_wav_writer *w, const float *x, int64_t frames, d2m_error *err);
+/* Finish the file and free w. Returns 0, D2M_ERR_IO. */
+int audio_wav_close(audio_wav_writer *w, d2m_error *err);
+/* Abandon: close, remove the file, free w. NULL-safe. */
+void audio_wav_discard(audio_wav_writer *w);
+
 #endif

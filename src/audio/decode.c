@@ -7,9 +7,11 @@
  * comes from the header; it is trusted for the duration limit and for one
  * allocation only when plausible for the file size (a hostile FLAC header can
  * claim any length), otherwise the buffer grows as audio actually decodes.
+ * Both decoders write into a sink (audio_internal.h): the whole-file buffer
+ * here, or audio_stream_file's block-by-block converter (stream.c).
  * Reference: libsndfile sndfile.h (sf_open_fd, sf_open_virtual).
  * Threading: no shared state; safe on any thread. */
-#include "audio/audio.h"
+#include "audio/audio_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -120,16 +122,74 @@ static int grow(float **data, int64_t capacity, int channels)
     return 0;
 }
 
-/* Read everything libsndfile can give from an open file. file_bytes bounds
- * how far the header's frame count is trusted before audio arrives. */
-static int read_sndfile(d2m_audio *out, d2m_decode_info *info, SNDFILE *sf, const SF_INFO *si,
-                        int64_t file_bytes, const char *name, double max_duration_s,
+/* ---- The whole-file sink ----------------------------------------------------- */
+
+static int buffer_begin(void *user, int sample_rate, int channels, int64_t expected_frames,
                         d2m_error *err)
 {
-    float *data = NULL; /* (capacity, channels) */
+    audio_decode_buffer *b = user;
+    b->sample_rate = sample_rate;
+    b->channels = channels;
+    /* One allocation when the length is known; a failure here is left to
+     * the growth below, which says how far decoding got. */
+    if (expected_frames > 0 && grow(&b->data, expected_frames, channels) == 0)
+        b->capacity = expected_frames;
+    return 0;
+}
+
+static int buffer_write(void *user, const float *x, int64_t frames, d2m_error *err)
+{
+    audio_decode_buffer *b = user;
+    if (b->frames + frames > b->capacity) {
+        int64_t capacity = b->capacity ? b->capacity : READ_CHUNK_FRAMES;
+        while (capacity < b->frames + frames) capacity *= 2;
+        if (grow(&b->data, capacity, b->channels))
+            return d2m_fail(err, D2M_ERR_NOMEM, "%s: out of memory after %.0f s of audio",
+                            b->name, (double)b->frames / b->sample_rate);
+        b->capacity = capacity;
+    }
+    memcpy(b->data + b->frames * b->channels, x, (size_t)(frames * b->channels) * sizeof *x);
+    b->frames += frames;
+    return 0;
+}
+
+audio_decode_sink audio_decode_buffer_sink(audio_decode_buffer *b, const char *name)
+{
+    memset(b, 0, sizeof *b);
+    b->name = name;
+    audio_decode_sink s = {buffer_begin, buffer_write, b};
+    return s;
+}
+
+void audio_decode_buffer_take(d2m_audio *out, audio_decode_buffer *b)
+{
+    float *exact = realloc(b->data, (size_t)(b->frames * b->channels) * sizeof *exact);
+    out->data = exact ? exact : b->data;
+    out->frames = b->frames;
+    out->channels = b->channels;
+    out->sample_rate = b->sample_rate;
+    b->data = NULL;
+}
+
+void audio_decode_buffer_free(audio_decode_buffer *b)
+{
+    if (!b) return;
+    free(b->data);
+    b->data = NULL;
+}
+
+/* ---- libsndfile --------------------------------------------------------------- */
+
+/* Read everything libsndfile can give from an open file into sink.
+ * file_bytes bounds how far the header's frame count is trusted. */
+static int read_sndfile(const audio_decode_sink *sink, d2m_decode_info *info, SNDFILE *sf,
+                        const SF_INFO *si, int64_t file_bytes, const char *name,
+                        double max_duration_s, d2m_error *err)
+{
+    float *chunk = NULL; /* (chunk_frames, channels) */
     const int c = si->channels, rate = si->samplerate;
     const int64_t claimed = (int64_t)si->frames;
-    int64_t frames = 0, capacity;
+    int64_t frames = 0;
     int rc;
 
     info->sample_rate = rate;
@@ -145,23 +205,22 @@ static int read_sndfile(d2m_audio *out, d2m_decode_info *info, SNDFILE *sf, cons
         return d2m_fail(err, D2M_ERR_TOO_LONG, "%s: %.0f s long, the limit is %.0f s", name,
                         (double)claimed / rate, max_duration_s);
 
-    capacity = trusted ? claimed : READ_CHUNK_FRAMES;
-    if (grow(&data, capacity, c)) goto nomem;
+    /* Chunks of at most 64k frames and 512 KiB, whatever the channel count. */
+    const int64_t chunk_frames = c == 1 ? READ_CHUNK_FRAMES : READ_CHUNK_FRAMES * 2 / c;
+    if ((rc = sink->begin(sink->user, rate, c, trusted ? claimed : 0, err))) return rc;
+    chunk = malloc((size_t)(chunk_frames * c) * sizeof *chunk);
+    if (!chunk)
+        return d2m_fail(err, D2M_ERR_NOMEM, "%s: out of memory after %.0f s of audio", name, 0.0);
     for (;;) {
-        if (frames == capacity) { /* the header understated, or was not trusted */
-            capacity *= 2;
-            if (grow(&data, capacity, c)) goto nomem;
-        }
-        int64_t want = capacity - frames;
-        if (want > READ_CHUNK_FRAMES) want = READ_CHUNK_FRAMES;
-        sf_count_t got = sf_readf_float(sf, data + frames * c, (sf_count_t)want);
+        sf_count_t got = sf_readf_float(sf, chunk, (sf_count_t)chunk_frames);
         if (got <= 0) break;
-        frames += got;
-        if (max_duration_s > 0 && (double)frames > max_duration_s * rate) {
+        if (max_duration_s > 0 && (double)(frames + got) > max_duration_s * rate) {
             rc = d2m_fail(err, D2M_ERR_TOO_LONG, "%s: longer than the limit of %.0f s", name,
                           max_duration_s);
             goto fail;
         }
+        if ((rc = sink->write(sink->user, chunk, (int64_t)got, err))) goto fail;
+        frames += got;
     }
     if (frames == 0) {
         rc = d2m_fail(err, D2M_ERR_FORMAT, "%s: contains no audio", name);
@@ -171,24 +230,15 @@ static int read_sndfile(d2m_audio *out, d2m_decode_info *info, SNDFILE *sf, cons
         snprintf(info->warning, sizeof info->warning,
                  "decoded %.1f s of %.1f s; the file is truncated or damaged after that point",
                  (double)frames / rate, (double)claimed / rate);
-
-    float *exact = realloc(data, (size_t)(frames * c) * sizeof *exact);
-    out->data = exact ? exact : data;
-    out->frames = frames;
-    out->channels = c;
-    out->sample_rate = rate;
-    return 0;
-nomem:
-    rc = d2m_fail(err, D2M_ERR_NOMEM, "%s: out of memory after %.0f s of audio", name,
-                  (double)frames / rate);
+    rc = 0;
 fail:
-    free(data);
+    free(chunk);
     return rc;
 }
 
-static int decode_sndfile_fd(d2m_audio *out, d2m_decode_info *info, int fd, const char *format,
-                             int64_t file_bytes, const char *path, double max_duration_s,
-                             d2m_error *err)
+static int decode_sndfile_fd(const audio_decode_sink *sink, d2m_decode_info *info, int fd,
+                             const char *format, int64_t file_bytes, const char *path,
+                             double max_duration_s, d2m_error *err)
 {
     SF_INFO si = {0};
     snprintf(info->format, sizeof info->format, "%s", format);
@@ -196,19 +246,18 @@ static int decode_sndfile_fd(d2m_audio *out, d2m_decode_info *info, int fd, cons
         return d2m_fail(err, D2M_ERR_IO, "%s: %s", path, strerror(errno));
     SNDFILE *sf = sf_open_fd(fd, SFM_READ, &si, SF_FALSE);
     if (!sf) return d2m_fail(err, D2M_ERR_FORMAT, "%s: %s", path, sf_strerror(NULL));
-    int rc = read_sndfile(out, info, sf, &si, file_bytes, path, max_duration_s, err);
+    int rc = read_sndfile(sink, info, sf, &si, file_bytes, path, max_duration_s, err);
     sf_close(sf);
     return rc;
 }
 
-int audio_decode_file(d2m_audio *out, d2m_decode_info *info, const char *path,
-                      double max_duration_s, d2m_error *err)
+int audio_decode_file_to(const audio_decode_sink *sink, d2m_decode_info *info, const char *path,
+                         double max_duration_s, d2m_error *err)
 {
     unsigned char *head = NULL;
     struct stat st;
     int rc, fd;
 
-    memset(out, 0, sizeof *out);
     memset(info, 0, sizeof *info);
     /* O_NONBLOCK: a FIFO must not hang the open; it is refused below. */
     fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
@@ -242,13 +291,25 @@ int audio_decode_file(d2m_audio *out, d2m_decode_info *info, const char *path,
         goto fail;
     }
     if (!strcmp(format, "mp3"))
-        rc = audio_decode_mp3_fd(out, info, fd, path, max_duration_s, err);
+        rc = audio_decode_mp3_fd_to(sink, info, fd, path, max_duration_s, err);
     else
-        rc = decode_sndfile_fd(out, info, fd, format, (int64_t)st.st_size, path, max_duration_s,
+        rc = decode_sndfile_fd(sink, info, fd, format, (int64_t)st.st_size, path, max_duration_s,
                                err);
 fail:
     free(head);
     close(fd);
+    return rc;
+}
+
+int audio_decode_file(d2m_audio *out, d2m_decode_info *info, const char *path,
+                      double max_duration_s, d2m_error *err)
+{
+    audio_decode_buffer b;
+    audio_decode_sink sink = audio_decode_buffer_sink(&b, path);
+    memset(out, 0, sizeof *out);
+    int rc = audio_decode_file_to(&sink, info, path, max_duration_s, err);
+    if (rc == 0) audio_decode_buffer_take(out, &b);
+    audio_decode_buffer_free(&b);
     return rc;
 }
 
@@ -299,7 +360,11 @@ int audio_decode_memory(d2m_audio *out, d2m_decode_info *info, const unsigned ch
     snprintf(info->format, sizeof info->format, "%s", format);
     SNDFILE *sf = sf_open_virtual(&io, SFM_READ, &si, &m);
     if (!sf) return d2m_fail(err, D2M_ERR_FORMAT, "%s: %s", name, sf_strerror(NULL));
-    int rc = read_sndfile(out, info, sf, &si, (int64_t)n, name, max_duration_s, err);
+    audio_decode_buffer b;
+    audio_decode_sink sink = audio_decode_buffer_sink(&b, name);
+    int rc = read_sndfile(&sink, info, sf, &si, (int64_t)n, name, max_duration_s, err);
     sf_close(sf);
+    if (rc == 0) audio_decode_buffer_take(out, &b);
+    audio_decode_buffer_free(&b);
     return rc;
 }

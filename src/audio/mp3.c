@@ -2,8 +2,10 @@
  *
  * Both sources go through the same seekable reader callbacks, so the fuzzed
  * memory path and the file path run the same code. The compressed stream is
- * read frame by frame (mpg123 buffers one frame); only the decoded output,
- * interleaved float (frames, channels) at the file's own rate, grows.
+ * read frame by frame (mpg123 buffers one frame); each decoded frame,
+ * interleaved float (frames, channels) at the file's own rate, goes to a
+ * sink (audio_internal.h): one growing buffer, or audio_stream_file's
+ * converter, which never holds the song.
  *
  * Damaged files: whatever decodes is kept and info->warning says what was
  * lost. Damage is found by byte accounting: every decoded frame must start
@@ -15,7 +17,7 @@
  * as noise. Resync gives up after 16 KiB without any plausible header.
  * Reference: libmpg123 mpg123.h (API 47+; mpg123_init is a no-op there).
  * Threading: one mpg123 handle per call; safe on any thread. */
-#include "audio/audio.h"
+#include "audio/audio_internal.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -104,29 +106,6 @@ static int64_t trailing_tag_bytes(const mp3_source *s, int64_t end)
     return tags;
 }
 
-typedef struct {
-    float *data; /* (frames, channels) */
-    int64_t frames, capacity;
-    int channels;
-} growing_audio;
-
-static int append(growing_audio *g, const float *x, int64_t frames)
-{
-    if (frames == 0) return 0; /* gapless trimming can empty a frame */
-    if (g->frames + frames > g->capacity) {
-        int64_t cap = g->capacity ? g->capacity : 1 << 16;
-        while (cap < g->frames + frames) cap *= 2;
-        if ((uint64_t)cap > SIZE_MAX / sizeof(float) / (size_t)g->channels) return D2M_ERR_NOMEM;
-        float *d = realloc(g->data, (size_t)cap * (size_t)g->channels * sizeof *d);
-        if (!d) return D2M_ERR_NOMEM;
-        g->data = d;
-        g->capacity = cap;
-    }
-    memcpy(g->data + g->frames * g->channels, x, (size_t)(frames * g->channels) * sizeof *x);
-    g->frames += frames;
-    return 0;
-}
-
 static mpg123_handle *new_decoder(void)
 {
     mpg123_handle *mh = mpg123_new(NULL, NULL);
@@ -169,10 +148,10 @@ static void header_bytes(unsigned char *b, unsigned long header)
     for (int i = 0; i < 4; i++) b[i] = (unsigned char)(header >> (24 - 8 * i));
 }
 
-static int decode_source(d2m_audio *out, d2m_decode_info *info, mp3_source *src,
+static int decode_source(const audio_decode_sink *sink, d2m_decode_info *info, mp3_source *src,
                          const char *name, double max_duration_s, d2m_error *err)
 {
-    growing_audio g = {0};
+    int64_t decoded = 0; /* frames handed to the sink */
     mpg123_handle *mh = NULL;
     int opened = 0, frames_to_mute = 0, rc = 0;
     long rate = 0;
@@ -181,7 +160,6 @@ static int decode_source(d2m_audio *out, d2m_decode_info *info, mp3_source *src,
     unsigned char stream_header[4] = {0};
     const char *stop_reason = NULL;
 
-    memset(out, 0, sizeof *out);
     memset(info, 0, sizeof *info);
     snprintf(info->format, sizeof info->format, "mp3");
     mh = new_decoder();
@@ -207,7 +185,6 @@ static int decode_source(d2m_audio *out, d2m_decode_info *info, mp3_source *src,
     }
     info->sample_rate = (int)rate;
     info->channels = channels;
-    g.channels = channels;
 
     if (max_duration_s > 0 && max_duration_s * (double)rate < 9e18)
         max_frames = (int64_t)ceil(max_duration_s * (double)rate);
@@ -223,11 +200,10 @@ static int decode_source(d2m_audio *out, d2m_decode_info *info, mp3_source *src,
                       (double)expected / (double)rate, max_duration_s);
         goto fail;
     }
-    if (expected > 0) {
-        g.capacity = (int64_t)expected + rate / 10; /* slack for an estimate */
-        g.data = malloc((size_t)(g.capacity * channels) * sizeof *g.data);
-        if (!g.data) g.capacity = 0;
-    }
+    /* Slack for an estimate. */
+    if ((rc = sink->begin(sink->user, (int)rate, channels,
+                          expected > 0 ? (int64_t)expected + rate / 10 : 0, err)))
+        goto fail;
 
     /* mpg123_getformat already parsed the first frame; decode it first. */
     for (int r = MPG123_OK, first = 1;; first = 0) {
@@ -252,7 +228,7 @@ static int decode_source(d2m_audio *out, d2m_decode_info *info, mp3_source *src,
         if (frame_end < 0) {
             header_bytes(stream_header, header);
         } else if (start != frame_end) {
-            if (first_skip_frame < 0) first_skip_frame = g.frames;
+            if (first_skip_frame < 0) first_skip_frame = decoded;
             if (!frame_is_real(src, stream_header, start, fi.framesize)) continue;
             skipped_bytes += start > frame_end ? start - frame_end : 0;
             frames_to_mute = 2;
@@ -276,7 +252,7 @@ static int decode_source(d2m_audio *out, d2m_decode_info *info, mp3_source *src,
             break;
         }
         int64_t n = (int64_t)(bytes / sizeof(float) / (size_t)channels);
-        if (g.frames + n > max_frames) {
+        if (decoded + n > max_frames) {
             rc = d2m_fail(err, D2M_ERR_TOO_LONG, "%s: longer than the limit of %.0f s", name,
                           max_duration_s);
             goto fail;
@@ -288,15 +264,12 @@ static int decode_source(d2m_audio *out, d2m_decode_info *info, mp3_source *src,
             if (bytes) memset(pcm, 0, bytes);
             frames_to_mute--;
         }
-        rc = append(&g, (const float *)(void *)pcm, n);
-        if (rc) {
-            d2m_fail(err, rc, "%s: out of memory after %.0f s of audio", name,
-                     (double)g.frames / (double)rate);
-            goto fail;
-        }
+        /* Gapless trimming can empty a frame. */
+        if (n > 0 && (rc = sink->write(sink->user, (const float *)(void *)pcm, n, err))) goto fail;
+        decoded += n;
     }
 
-    if (g.frames == 0) {
+    if (decoded == 0) {
         rc = d2m_fail(err, D2M_ERR_FORMAT, "%s: no MPEG audio frames could be decoded", name);
         goto fail;
     }
@@ -311,20 +284,23 @@ static int decode_source(d2m_audio *out, d2m_decode_info *info, mp3_source *src,
                         (double)first_skip_frame / (double)rate, stop_reason ? "; " : "");
     if (stop_reason && used >= 0 && (size_t)used < sizeof info->warning)
         snprintf(info->warning + used, sizeof info->warning - (size_t)used,
-                 "decoded %.1f s; %s after that point", (double)g.frames / (double)rate,
+                 "decoded %.1f s; %s after that point", (double)decoded / (double)rate,
                  stop_reason);
-
-    /* Hand over exactly the decoded length. */
-    float *exact = realloc(g.data, (size_t)(g.frames * channels) * sizeof *exact);
-    out->data = exact ? exact : g.data;
-    out->frames = g.frames;
-    out->channels = channels;
-    out->sample_rate = (int)rate;
-    g.data = NULL;
 fail:
-    free(g.data);
     if (opened) mpg123_close(mh);
     mpg123_delete(mh);
+    return rc;
+}
+
+/* The whole stream into one buffer. */
+static int decode_whole(d2m_audio *out, d2m_decode_info *info, mp3_source *src, const char *name,
+                        double max_duration_s, d2m_error *err)
+{
+    audio_decode_buffer b;
+    audio_decode_sink sink = audio_decode_buffer_sink(&b, name);
+    int rc = decode_source(&sink, info, src, name, max_duration_s, err);
+    if (rc == 0) audio_decode_buffer_take(out, &b);
+    audio_decode_buffer_free(&b);
     return rc;
 }
 
@@ -332,24 +308,35 @@ int audio_decode_mp3_memory(d2m_audio *out, d2m_decode_info *info, const unsigne
                             size_t n, double max_duration_s, d2m_error *err)
 {
     mp3_source src = {.bytes = bytes, .fd = -1, .size = (int64_t)n};
+    memset(out, 0, sizeof *out);
     if (!bytes || n == 0) {
-        memset(out, 0, sizeof *out);
         memset(info, 0, sizeof *info);
         return d2m_fail(err, D2M_ERR_FORMAT, "(memory): empty MP3 data");
     }
-    return decode_source(out, info, &src, "(memory)", max_duration_s, err);
+    return decode_whole(out, info, &src, "(memory)", max_duration_s, err);
+}
+
+int audio_decode_mp3_fd_to(const audio_decode_sink *sink, d2m_decode_info *info, int fd,
+                           const char *name, double max_duration_s, d2m_error *err)
+{
+    mp3_source src = {.fd = fd};
+    off_t size = lseek(fd, 0, SEEK_END);
+    if (size < 0) {
+        memset(info, 0, sizeof *info);
+        return d2m_fail(err, D2M_ERR_IO, "%s: %s", name, strerror(errno));
+    }
+    src.size = (int64_t)size;
+    return decode_source(sink, info, &src, name, max_duration_s, err);
 }
 
 int audio_decode_mp3_fd(d2m_audio *out, d2m_decode_info *info, int fd, const char *name,
                         double max_duration_s, d2m_error *err)
 {
-    mp3_source src = {.fd = fd};
-    off_t size = lseek(fd, 0, SEEK_END);
-    if (size < 0) {
-        memset(out, 0, sizeof *out);
-        memset(info, 0, sizeof *info);
-        return d2m_fail(err, D2M_ERR_IO, "%s: %s", name, strerror(errno));
-    }
-    src.size = (int64_t)size;
-    return decode_source(out, info, &src, name, max_duration_s, err);
+    audio_decode_buffer b;
+    audio_decode_sink sink = audio_decode_buffer_sink(&b, name);
+    memset(out, 0, sizeof *out);
+    int rc = audio_decode_mp3_fd_to(&sink, info, fd, name, max_duration_s, err);
+    if (rc == 0) audio_decode_buffer_take(out, &b);
+    audio_decode_buffer_free(&b);
+    return rc;
 }

@@ -10,7 +10,7 @@
  * Reference: libsoxr soxr.h (soxr_oneshot).
  * Threading: soxr runs single-threaded here, so concurrent jobs on separate
  * threads do not oversubscribe the CPU; no shared state. */
-#include "audio/audio.h"
+#include "audio/audio_internal.h"
 
 #include <math.h>
 #include <soxr.h>
@@ -18,17 +18,19 @@
 
 enum { MAX_RATE = 768000 };
 
-static void convert_channels(float *out, int out_channels, const d2m_audio *in)
+void audio_convert_channels(float *out, int out_channels, const float *in, int64_t frames,
+                            int in_channels)
 {
-    const int c = in->channels;
+    const int c = in_channels;
     if (out_channels == 1) {
-        audio_mixdown(out, in);
+        d2m_audio a = {.data = (float *)in, .frames = frames, .channels = c};
+        audio_mixdown(out, &a);
     } else if (c == 1) {
-        for (int64_t i = 0; i < in->frames; i++) out[2 * i] = out[2 * i + 1] = in->data[i];
+        for (int64_t i = 0; i < frames; i++) out[2 * i] = out[2 * i + 1] = in[i];
     } else {
-        for (int64_t i = 0; i < in->frames; i++) {
-            out[2 * i] = in->data[i * c];
-            out[2 * i + 1] = in->data[i * c + 1];
+        for (int64_t i = 0; i < frames; i++) {
+            out[2 * i] = in[i * c];
+            out[2 * i + 1] = in[i * c + 1];
         }
     }
 }
@@ -51,7 +53,7 @@ int audio_convert(d2m_audio *out, const d2m_audio *in, int out_rate, int out_cha
     if (out_channels != in->channels) {
         rc = d2m_audio_alloc(&mixed, in->frames, out_channels, in->sample_rate);
         if (rc) return d2m_fail(err, rc, "audio_convert: out of memory");
-        convert_channels(mixed.data, out_channels, in);
+        audio_convert_channels(mixed.data, out_channels, in->data, in->frames, in->channels);
         source = &mixed;
     }
     if (out_rate == in->sample_rate) {

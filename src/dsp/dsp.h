@@ -36,6 +36,11 @@ void stft_frame(float *dst, const float *x, int64_t n, int64_t t, stft_plan *p);
 void stft_frame_strided(float *dst, const float *x, int stride, int64_t n, int64_t t,
                         stft_plan *p);
 
+/* The same from a window of the signal: x holds samples [x_first, ...) of
+ * the length-n signal, every sample frame t reads (mirrored ones included). */
+void stft_frame_window(float *dst, const float *x, int stride, int64_t x_first, int64_t n,
+                       int64_t t, stft_plan *p);
+
 /* Whole signal: dst (frames, bins, 2). */
 void stft_forward(float *dst, const float *x, int64_t n, stft_plan *p);
 

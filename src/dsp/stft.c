@@ -69,19 +69,25 @@ int stft_bins(const stft_plan *p) { return p->bins; }
 
 int64_t stft_frames(const stft_plan *p, int64_t n) { return n / p->hop + 1; }
 
-void stft_frame_strided(float *dst, const float *x, int stride, int64_t n, int64_t t,
-                        stft_plan *p)
+void stft_frame_window(float *dst, const float *x, int stride, int64_t x_first, int64_t n,
+                       int64_t t, stft_plan *p)
 {
     int64_t start = t * p->hop - p->n_fft / 2;
     if (start >= 0 && start + p->n_fft <= n) {
-        const float *src = x + start * stride;
+        const float *src = x + (start - x_first) * stride;
         for (int i = 0; i < p->n_fft; i++) p->time[i] = src[(int64_t)i * stride] * p->window[i];
     } else {
         for (int i = 0; i < p->n_fft; i++)
-            p->time[i] = x[dsp_reflect_index(start + i, n) * stride] * p->window[i];
+            p->time[i] = x[(dsp_reflect_index(start + i, n) - x_first) * stride] * p->window[i];
     }
     fftwf_execute(p->forward);
     memcpy(dst, p->freq, (size_t)p->bins * 2 * sizeof *dst);
+}
+
+void stft_frame_strided(float *dst, const float *x, int stride, int64_t n, int64_t t,
+                        stft_plan *p)
+{
+    stft_frame_window(dst, x, stride, 0, n, t, p);
 }
 
 void stft_frame(float *dst, const float *x, int64_t n, int64_t t, stft_plan *p)

@@ -10,6 +10,10 @@
  * image in pixels. Returns 0, D2M_ERR_IO, D2M_ERR_NOMEM, D2M_ERR_INVALID. */
 int spectrogram_png(const char *path, const d2m_audio *a, int64_t first, int64_t count,
                     int width, int height, const char *title, d2m_error *err);
+/* The same, reading the audio through a reader a block at a time (the
+ * same picture for the same samples). */
+int spectrogram_png_read(const char *path, const audio_reader *a, int64_t first, int64_t count,
+                         int width, int height, const char *title, d2m_error *err);
 
 /* Where spectrogram_png puts the plot in a width x height picture, so tests
  * and pages can find a frequency or a time in it. The plot's columns cover

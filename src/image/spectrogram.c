@@ -13,7 +13,8 @@
  * Layout: level is (columns, rows) floats, column-major so one frame writes
  * one contiguous column; row 0 is the top (highest frequency). Only one block
  * of mono samples (about 64k plus a window either side) is held at a time and
- * never the whole STFT, so a 20-minute stem costs the same memory as a loop.
+ * never the whole STFT, so a 20-minute stem costs the same memory as a loop;
+ * the audio may come from a buffer or any audio_reader (a file on disk).
  * Reference: the look of librosa.display.specshow(y_axis="log") with
  * matplotlib's magma; Catmull & Rom (1974) for the interpolating cubic.
  * Threading: reentrant; everything lives in the call.
@@ -120,21 +121,25 @@ static float catmull_rom(const float *db, int bins, float bin)
     return p1 + 0.5f * u * (p2 - p0 + u * (2 * p0 - 5 * p1 + 4 * p2 - p3 + u * (3 * (p1 - p2) + p3 - p0)));
 }
 
-/* dst (count) = mean over channels of frames [first, first + count) of a. */
-static void mix_to_mono(float *dst, const d2m_audio *a, int64_t first, int64_t count)
+/* dst (count) = mean over channels of frames [first, first + count) of a,
+ * read through scratch (count, channels). */
+static int mix_to_mono(float *dst, float *scratch, const audio_reader *a, int64_t first,
+                       int64_t count, d2m_error *err)
 {
     const int ch = a->channels;
-    const float *src = a->data + first * ch;
+    int rc = a->read(a->user, scratch, first, count, err);
+    if (rc) return rc;
     for (int64_t i = 0; i < count; i++) {
         float sum = 0.0f;
-        for (int c = 0; c < ch; c++) sum += src[i * ch + c];
+        for (int c = 0; c < ch; c++) sum += scratch[i * ch + c];
         dst[i] = sum / (float)ch;
     }
+    return 0;
 }
 
 /* level (columns, rows) = per column, the loudest dB per row over the frames
  * centred in that column. Returns 0 or D2M_ERR_NOMEM. */
-static int analyse(float *level, const d2m_audio *a, int64_t first, int64_t count,
+static int analyse(float *level, const audio_reader *a, int64_t first, int64_t count,
                    const spectrogram_layout *l, d2m_error *err)
 {
     const int columns = l->width, rows = l->height;
@@ -152,11 +157,13 @@ static int analyse(float *level, const d2m_audio *a, int64_t first, int64_t coun
     int rc = 0;
     stft_plan *plan = stft_plan_new(n_fft, (int)hop);
     const int bins = n_fft / 2 + 1;
-    float *mono = malloc((size_t)(block_cap < count ? block_cap : count) * sizeof *mono);
+    const int64_t mono_cap = block_cap < count ? block_cap : count;
+    float *mono = malloc((size_t)mono_cap * sizeof *mono);                   /* (mono_cap) */
+    float *frames_in = malloc((size_t)(mono_cap * a->channels) * sizeof *frames_in); /* (mono_cap, channels) */
     float *spectrum = malloc((size_t)bins * 2 * sizeof *spectrum); /* (bins, 2) */
     float *db = malloc((size_t)bins * sizeof *db);                 /* (bins) */
     row_bins *map = malloc((size_t)rows * sizeof *map);            /* (rows) */
-    if (!plan || !mono || !spectrum || !db || !map) {
+    if (!plan || !mono || !frames_in || !spectrum || !db || !map) {
         rc = d2m_fail(err, D2M_ERR_NOMEM, "out of memory for a %d-point spectrogram", n_fft);
         goto fail;
     }
@@ -171,7 +178,7 @@ static int analyse(float *level, const d2m_audio *a, int64_t first, int64_t coun
          * reflection only happens at the true ends of the range. */
         int64_t s0 = t0 > margin ? (t0 - margin) * hop : 0;
         int64_t s1 = (t1 - 1 + margin) * hop < count ? (t1 - 1 + margin) * hop : count;
-        mix_to_mono(mono, a, first + s0, s1 - s0);
+        if ((rc = mix_to_mono(mono, frames_in, a, first + s0, s1 - s0, err))) goto fail;
         for (int64_t t = t0; t < t1; t++) {
             stft_frame(spectrum, mono, s1 - s0, t - s0 / hop, plan);
             for (int k = 0; k < bins; k++) {
@@ -203,6 +210,7 @@ static int analyse(float *level, const d2m_audio *a, int64_t first, int64_t coun
 fail:
     stft_plan_free(plan);
     free(mono);
+    free(frames_in);
     free(spectrum);
     free(db);
     free(map);
@@ -337,8 +345,17 @@ static void draw_title(raster *r, image_font *font, const spectrogram_layout *l,
 int spectrogram_png(const char *path, const d2m_audio *a, int64_t first, int64_t count,
                     int width, int height, const char *title, d2m_error *err)
 {
-    spectrogram_layout l;
     if (!path || !a || !a->data || a->channels < 1)
+        return d2m_fail(err, D2M_ERR_INVALID, "spectrogram: no output path or no audio");
+    audio_reader reader = audio_reader_of(a);
+    return spectrogram_png_read(path, &reader, first, count, width, height, title, err);
+}
+
+int spectrogram_png_read(const char *path, const audio_reader *a, int64_t first, int64_t count,
+                         int width, int height, const char *title, d2m_error *err)
+{
+    spectrogram_layout l;
+    if (!path || !a || !a->read || a->channels < 1)
         return d2m_fail(err, D2M_ERR_INVALID, "spectrogram: no output path or no audio");
     if (spectrogram_layout_compute(&l, width, height, a->sample_rate))
         return d2m_fail(err, D2M_ERR_INVALID,

@@ -2,11 +2,18 @@
  * tempo -> loop -> transcribe -> quantize -> write. Every stage after
  * separation reads the drum stem only, never the mix.
  *
- * Memory: the decoded file, its 44.1 kHz stereo copy (none when the file is
- * already that) and the drum stem are held whole, 21 MB per minute of audio
- * each; the file is freed after resampling, the mix after separation, so
- * the peak is two of them plus O(block) for the separator and O(frames) for
- * the features, about 47 MB per minute + 100 MB: bounded by --max-minutes.
+ * Memory: no stereo signal the length of the song is held in memory. The
+ * file is decoded and resampled a block at a time into a temporary file of
+ * 44.1 kHz stereo floats (21 MB per minute, on disk in the output folder,
+ * unlinked at creation); the separator reads it back a segment at a time
+ * and its stems go, as they become final, to their WAV files and the drum
+ * stem also to a second temporary file. After separation (and the Demucs
+ * activations given back) the analysis holds the mono drum stem, 10.6 MB
+ * per minute, and O(frames) features (about 1 MB per minute); the loop
+ * audio and the spectrograms read the stem back from its temporary file.
+ * So the peak is the separator's own memory (Demucs: weights + activations,
+ * about 490 MB) or the weights + mono stem + features (about 170 MB + 12 MB
+ * per minute), whichever is larger: under 600 MB up to --max-minutes 30.
  *
  * Threading: one job per call; the separator uses worker threads inside.
  */
@@ -109,21 +116,113 @@ static int write_file(const char *path, const unsigned char *bytes, size_t len, 
     return 0;
 }
 
-/* Loop audio: exactly [start, end) of the stem, silence past the end. */
-static int write_loop_wav(const char *path, const d2m_audio *stem, double start_s, double end_s,
-                          d2m_error *err)
+enum { COPY_BLOCK_FRAMES = 1 << 16 };
+
+/* Loop audio: exactly [start, end) of the stem, silence past the end (the
+ * reader's zeros), copied a block at a time. */
+static int write_loop_wav(const char *path, const audio_reader *stem, double start_s,
+                          double end_s, d2m_error *err)
 {
     int64_t first = (int64_t)llround(start_s * stem->sample_rate);
     int64_t count = (int64_t)llround(end_s * stem->sample_rate) - first;
-    if (first + count <= stem->frames) return audio_write_wav(path, stem, first, count, err);
-    d2m_audio padded = {0};
-    int rc = d2m_audio_alloc(&padded, count, stem->channels, stem->sample_rate);
-    if (rc) return d2m_fail(err, rc, "out of memory for the loop audio");
-    int64_t have = stem->frames - first;
-    memcpy(padded.data, stem->data + first * stem->channels,
-           (size_t)(have * stem->channels) * sizeof(float));
-    rc = audio_write_wav(path, &padded, 0, count, err);
-    d2m_audio_free(&padded);
+    audio_wav_writer *w = NULL;
+    float *x = malloc((size_t)COPY_BLOCK_FRAMES * (size_t)stem->channels * sizeof *x); /* (block, channels) */
+    if (!x) return d2m_fail(err, D2M_ERR_NOMEM, "out of memory for the loop audio");
+    int rc = audio_wav_open(&w, path, stem->channels, stem->sample_rate, err);
+    for (int64_t done = 0; rc == 0 && done < count; done += COPY_BLOCK_FRAMES) {
+        int64_t n = count - done < COPY_BLOCK_FRAMES ? count - done : COPY_BLOCK_FRAMES;
+        rc = stem->read(stem->user, x, first + done, n, err);
+        if (rc == 0) rc = audio_wav_write(w, x, n, err);
+    }
+    free(x);
+    if (rc) {
+        audio_wav_discard(w);
+        return rc;
+    }
+    return audio_wav_close(w, err);
+}
+
+/* The mono drum stem (frames) from its stereo temporary file. */
+static int read_mono(float *mono, const audio_reader *stem, d2m_error *err)
+{
+    float *x = malloc((size_t)COPY_BLOCK_FRAMES * (size_t)stem->channels * sizeof *x); /* (block, channels) */
+    if (!x) return d2m_fail(err, D2M_ERR_NOMEM, "out of memory");
+    int rc = 0;
+    for (int64_t first = 0; rc == 0 && first < stem->frames; first += COPY_BLOCK_FRAMES) {
+        int64_t n = stem->frames - first < COPY_BLOCK_FRAMES ? stem->frames - first : COPY_BLOCK_FRAMES;
+        rc = stem->read(stem->user, x, first, n, err);
+        d2m_audio block = {.data = x, .frames = n, .channels = stem->channels};
+        if (rc == 0) audio_mixdown(mono + first, &block);
+    }
+    free(x);
+    return rc;
+}
+
+/* Decoding: the 44.1 kHz stereo mix into its temporary file, and its peak. */
+typedef struct {
+    audio_temp *mix;
+    float peak;
+} decode_target;
+
+static int keep_mix(void *user, const float *x, int64_t frames, d2m_error *err)
+{
+    decode_target *d = user;
+    for (int64_t i = 0; i < frames * 2; i++) d->peak = fmaxf(d->peak, fabsf(x[i]));
+    return audio_temp_append(d->mix, x, frames, err);
+}
+
+/* Separation's stems: each to its WAV file (opened when its first block
+ * comes), the drum stem also to a temporary file for the analysis. */
+typedef struct {
+    output_set *outs;
+    d2m_result *r;
+    const char *song;
+    audio_temp *drums;
+    audio_wav_writer *wavs[8];
+    char names[8][16];
+    int n;
+} stem_files;
+
+static int write_stem(void *user, const char *stem, const float *x, int64_t frames, d2m_error *err)
+{
+    stem_files *f = user;
+    int k = 0;
+    while (k < f->n && strcmp(f->names[k], stem)) k++;
+    if (k == f->n) {
+        char path[1400];
+        const char *file = f->r->drum_stem_wav;
+        if (k == (int)(sizeof f->wavs / sizeof f->wavs[0]))
+            return d2m_fail(err, D2M_ERR_INTERNAL, "too many stems");
+        if (strcmp(stem, "drums")) {
+            int o = f->r->n_other_stems++;
+            snprintf(f->r->other_stem_names[o], sizeof f->r->other_stem_names[o], "%s", stem);
+            snprintf(f->r->other_stem_wavs[o], sizeof f->r->other_stem_wavs[o], "%s_%s.wav",
+                     f->song, stem);
+            file = f->r->other_stem_wavs[o];
+        }
+        int rc = audio_wav_open(&f->wavs[k], outputs_part_path(f->outs, path, sizeof path, file), 2,
+                                RATE, err);
+        if (rc) return rc;
+        snprintf(f->names[k], sizeof f->names[k], "%s", stem);
+        f->n++;
+    }
+    if (!strcmp(stem, "drums")) {
+        int rc = audio_temp_append(f->drums, x, frames, err);
+        if (rc) return rc;
+    }
+    return audio_wav_write(f->wavs[k], x, frames, err);
+}
+
+/* Finish every stem file; after a failure, remove them. */
+static int close_stems(stem_files *f, int failed, d2m_error *err)
+{
+    int rc = 0;
+    for (int k = 0; k < f->n; k++) {
+        if (failed || rc) audio_wav_discard(f->wavs[k]);
+        else rc = audio_wav_close(f->wavs[k], err);
+        f->wavs[k] = NULL;
+    }
+    f->n = 0;
     return rc;
 }
 
@@ -174,7 +273,8 @@ int d2m_engine_process_file(d2m_engine *e, d2m_result *r, const char *in_path,
     double t_start = d2m_now(), t;
     progress_state ps = {.fn = progress, .user = user};
     output_set outs = {0};
-    d2m_audio file = {0}, mix = {0}, stem = {0};
+    audio_temp *mix_file = NULL, *stem_file = NULL;
+    stem_files stems = {0};
     separation sep = {0};
     d2m_decode_info info = {0};
     d2m_features feats = {0}, low = {0};
@@ -190,24 +290,24 @@ int d2m_engine_process_file(d2m_engine *e, d2m_result *r, const char *in_path,
     snprintf(r->input_path, sizeof r->input_path, "%s", in_path);
     snprintf(outs.dir, sizeof outs.dir, "%s", out_dir);
     if ((rc = outputs_prepare_dir(out_dir, err))) return rc;
+    song_name(name, sizeof name, in_path);
+    snprintf(r->drum_stem_wav, sizeof r->drum_stem_wav, "%s_drums.wav", name);
 
-    /* 1. Decode and resample. */
+    /* 1. Decode and resample, a block at a time, into a temporary file. */
     report_progress(&ps, "decode", 0.0, 0.08, 0.0);
     t = d2m_now();
-    if ((rc = audio_decode_file(&file, &info, in_path, opt->max_duration_s, err))) goto fail;
+    if ((rc = audio_temp_new(&mix_file, out_dir, 2, RATE, err))) goto fail;
+    decode_target target = {.mix = mix_file};
+    int64_t file_frames = 0;
+    if ((rc = audio_stream_file(in_path, RATE, 2, opt->max_duration_s, keep_mix, &target, &info,
+                                &file_frames, err)) ||
+        (rc = audio_temp_flush(mix_file, err)))
+        goto fail;
     if (info.warning[0]) add_warning(r, info.warning);
     r->sample_rate = info.sample_rate;
     r->channels = info.channels;
-    r->duration_s = (double)file.frames / file.sample_rate;
-    if (file.sample_rate == RATE && file.channels == 2) {
-        mix = file; /* already what the separator wants: no copy */
-        memset(&file, 0, sizeof file);
-    } else if ((rc = audio_convert(&mix, &file, RATE, 2, err))) {
-        goto fail;
-    }
-    d2m_audio_free(&file);
-    float peak = 0.0f;
-    for (int64_t i = 0; i < mix.frames * mix.channels; i++) peak = fmaxf(peak, fabsf(mix.data[i]));
+    r->duration_s = (double)file_frames / info.sample_rate;
+    float peak = target.peak;
     if (peak < SILENCE_PEAK) {
         rc = d2m_fail(err, D2M_ERR_SILENT, "%s: the audio is silent (peak %.1f dBFS)", in_path,
                       peak > 0 ? 20.0 * log10(peak) : -INFINITY);
@@ -222,32 +322,42 @@ int d2m_engine_process_file(d2m_engine *e, d2m_result *r, const char *in_path,
     r->t_decode = d2m_now() - t;
     if (report_progress(&ps, "decode", 0.0, 0.08, 1.0)) goto cancelled;
 
-    /* 2. Separation: nothing later sees the mix. */
+    /* 2. Separation: nothing later sees the mix. The stems go to their
+     * files as they are made. */
     t = d2m_now();
     ps.base = 0.08;
     ps.weight = 0.5;
     report_progress(&ps, "separate", 0.08, 0.5, 0.0);
-    if ((rc = pipeline_separate(&sep, e, &mix, opt, separate_progress, &ps, err))) {
+    if ((rc = audio_temp_new(&stem_file, out_dir, 2, RATE, err))) goto fail;
+    stems.outs = &outs;
+    stems.r = r;
+    stems.song = name;
+    stems.drums = stem_file;
+    audio_reader mix = audio_temp_reader(mix_file);
+    rc = pipeline_separate(&sep, e, &mix, opt, write_stem, &stems, separate_progress, &ps, err);
+    if (rc == 0) rc = close_stems(&stems, 0, err);
+    if (rc == 0) rc = audio_temp_flush(stem_file, err);
+    if (rc) {
         if (rc == D2M_ERR_CANCELLED) goto cancelled;
         goto fail;
     }
-    d2m_audio_free(&mix);
+    audio_temp_free(mix_file);
+    mix_file = NULL;
     if (sep.warning[0]) add_warning(r, sep.warning);
     snprintf(r->separator, sizeof r->separator, "%s", sep.name);
     snprintf(r->model, sizeof r->model, "%s", sep.model);
-    stem = sep.drums;
-    memset(&sep.drums, 0, sizeof sep.drums);
+    audio_reader stem = audio_temp_reader(stem_file);
     r->t_separate = d2m_now() - t;
 
     /* 3. Analysis of the drum stem. */
     t = d2m_now();
     if (report_progress(&ps, "tempo", 0.58, 0.12, 0.0)) goto cancelled;
-    mono = malloc((size_t)stem.frames * sizeof *mono);
+    mono = malloc((size_t)(stem.frames > 0 ? stem.frames : 1) * sizeof *mono); /* (frames) */
     if (!mono) {
         rc = d2m_fail(err, D2M_ERR_NOMEM, "out of memory");
         goto fail;
     }
-    audio_mixdown(mono, &stem);
+    if ((rc = read_mono(mono, &stem, err))) goto fail;
     float stem_peak = 0.0f;
     for (int64_t i = 0; i < stem.frames; i++) stem_peak = fmaxf(stem_peak, fabsf(mono[i]));
     if (stem_peak < SILENCE_PEAK) {
@@ -288,16 +398,19 @@ int d2m_engine_process_file(d2m_engine *e, d2m_result *r, const char *in_path,
                             opt->quantize, opt->ppq, err)))
         goto fail;
     r->t_analyze = d2m_now() - t;
+    /* Only the hits, beats and loop are needed from here on. */
+    free(mono);
+    mono = NULL;
+    features_free(&feats);
+    features_free(&low);
 
     /* 5. Files. */
     t = d2m_now();
     if (report_progress(&ps, "write", 0.80, 0.20, 0.0)) goto cancelled;
-    song_name(name, sizeof name, in_path);
     int bpm_int = (int)lround(beats.bpm);
     char grid[8];
     if (opt->quantize) snprintf(grid, sizeof grid, "q%d", opt->quantize);
     else snprintf(grid, sizeof grid, "qoff");
-    snprintf(r->drum_stem_wav, sizeof r->drum_stem_wav, "%s_drums.wav", name);
     snprintf(r->loop_wav, sizeof r->loop_wav, "%s_drums_loop_%dbpm.wav", name, bpm_int);
     snprintf(r->loop_midi, sizeof r->loop_midi, "%s_drums_loop_%dbpm_%s.mid", name, bpm_int, grid);
     snprintf(r->full_midi, sizeof r->full_midi, "%s_drums_full_%dbpm_%s.mid", name, bpm_int, grid);
@@ -323,22 +436,10 @@ int d2m_engine_process_file(d2m_engine *e, d2m_result *r, const char *in_path,
     if ((rc = write_loop_wav(outputs_part_path(&outs, path, sizeof path, r->loop_wav), &stem,
                              loop.start_s, loop.end_s, err)))
         goto fail;
-    if ((rc = audio_write_wav(outputs_part_path(&outs, path, sizeof path, r->drum_stem_wav), &stem, 0,
-                              stem.frames, err)))
-        goto fail;
-    for (int k = 0; k < sep.n_others; k++) {
-        snprintf(r->other_stem_names[k], sizeof r->other_stem_names[k], "%s", sep.other_names[k]);
-        snprintf(r->other_stem_wavs[k], sizeof r->other_stem_wavs[k], "%s_%s.wav", name,
-                 sep.other_names[k]);
-        if ((rc = audio_write_wav(outputs_part_path(&outs, path, sizeof path, r->other_stem_wavs[k]),
-                                  &sep.others[k], 0, sep.others[k].frames, err)))
-            goto fail;
-        r->n_other_stems = k + 1;
-    }
     if (report_progress(&ps, "write", 0.80, 0.20, 0.4)) goto cancelled;
     snprintf(title, sizeof title, "%s - drum stem", name);
-    if ((rc = spectrogram_png(outputs_part_path(&outs, path, sizeof path, r->stem_spectrogram_png),
-                              &stem, 0, stem.frames, 1600, 600, title, err)))
+    if ((rc = spectrogram_png_read(outputs_part_path(&outs, path, sizeof path, r->stem_spectrogram_png),
+                                   &stem, 0, stem.frames, 1600, 600, title, err)))
         goto fail;
     if (report_progress(&ps, "write", 0.80, 0.20, 0.8)) goto cancelled;
     {
@@ -347,8 +448,8 @@ int d2m_engine_process_file(d2m_engine *e, d2m_result *r, const char *in_path,
         if (first + count > stem.frames) count = stem.frames - first;
         snprintf(title, sizeof title, "%s - loop, bars %d-%d at %.1f BPM", name, loop.first_bar + 1,
                  loop.first_bar + loop.bars, beats.bpm);
-        if ((rc = spectrogram_png(outputs_part_path(&outs, path, sizeof path, r->loop_spectrogram_png),
-                                  &stem, first, count, 1200, 600, title, err)))
+        if ((rc = spectrogram_png_read(outputs_part_path(&outs, path, sizeof path, r->loop_spectrogram_png),
+                                       &stem, first, count, 1200, 600, title, err)))
             goto fail;
     }
 
@@ -387,16 +488,15 @@ cancelled:
 nomem:
     rc = d2m_fail(err, D2M_ERR_NOMEM, "%s: out of memory", in_path);
 fail:
+    close_stems(&stems, 1, NULL);
     outputs_discard(&outs);
     d2m_result_free(r);
     snprintf(r->input_path, sizeof r->input_path, "%s", in_path);
 done:
     free(midi);
     free(mono);
-    d2m_audio_free(&file);
-    d2m_audio_free(&mix);
-    d2m_audio_free(&stem);
-    separation_free(&sep);
+    audio_temp_free(mix_file);
+    audio_temp_free(stem_file);
     features_free(&feats);
     features_free(&low);
     beats_free(&beats);

@@ -34,24 +34,28 @@ const char *outputs_part_path(output_set *s, char *buf, size_t n, const char *na
 int outputs_commit(output_set *s, d2m_error *err);
 void outputs_discard(output_set *s);
 
-/* What separation produced. */
+/* What separation did. */
 typedef struct {
     char name[16];             /* "htdemucs", "hpss" or "none" */
     char model[256];           /* the weights file's name with Demucs */
     char warning[256];         /* non-empty when the user should know about a fallback */
-    d2m_audio drums;           /* the drum stem, the mix's rate and channels */
-    d2m_audio others[7];       /* with all_stems: Demucs' other sources */
-    char other_names[7][16];
+    char other_names[7][16];   /* with all_stems: Demucs' other sources, in model order */
     int n_others;
 } separation;
 
+/* Receives a stem ("drums", or another Demucs source) a block at a time:
+ * x (frames, channels of the mix), in order from the start of the song;
+ * stems may interleave. Returns 0 or a negative code with err set. */
+typedef int (*stem_write_fn)(void *user, const char *stem, const float *x, int64_t frames,
+                             d2m_error *err);
+
 /* Run the separator the options choose on mix (44.1 kHz stereo), with the
- * engine's cached Demucs model when it fits. Returns
+ * engine's cached Demucs model when it fits; the stems go to write. Returns
  * 0, D2M_ERR_IO (named weights missing), D2M_ERR_FORMAT (bad weights),
- * D2M_ERR_NOMEM, D2M_ERR_CANCELLED. */
-int pipeline_separate(separation *out, d2m_engine *e, const d2m_audio *mix, const d2m_options *opt,
+ * D2M_ERR_NOMEM, D2M_ERR_CANCELLED, or the reader's or write's code. */
+int pipeline_separate(separation *out, d2m_engine *e, const audio_reader *mix,
+                      const d2m_options *opt, stem_write_fn write, void *write_user,
                       separate_progress_fn progress, void *user, d2m_error *err);
-void separation_free(separation *s);
 
 /* Find the Demucs weights (see model_path.c for the order). Returns 1 and
  * the path in out when found, 0 when there are none, or a negative code when

@@ -1,12 +1,15 @@
 /* The separation step: pick the separator the options ask for (Demucs when
  * its weights are found, else the built-in HPSS with a warning), run it on
- * the mix and hand back the drum stem, plus Demucs' other stems when asked.
+ * the mix (read through an audio_reader) and hand the drum stem, plus
+ * Demucs' other stems when asked, to the caller's writer as they are made.
  * Nothing after this step sees the mix. Single job; the separators use
  * worker threads inside.
  *
- * The engine keeps the last Demucs model it built (weights and compute
- * buffers), so a batch or a server loads the weights once: the model is
- * rebuilt only when a job names another file or another thread count. */
+ * The engine keeps the last Demucs model it built, so a batch or a server
+ * loads the weights once: the model is rebuilt only when a job names another
+ * file or another thread count. Its activation buffers are given back after
+ * each separation (the analysis that follows needs the memory) and come
+ * back with the next one. */
 #include "pipeline.h"
 
 #include "separate/htdemucs.h"
@@ -86,59 +89,92 @@ static int engine_model(d2m_engine *e, htdemucs **model, const char *model_path,
     return 0;
 }
 
-static int run_demucs(separation *out, d2m_engine *e, const d2m_audio *mix, const char *model_path,
-                      const d2m_options *opt, separate_progress_fn progress, void *user,
-                      d2m_error *err)
+/* Demucs' stems, by source index, on to the pipeline's writer by name. */
+typedef struct {
+    htdemucs *model;
+    stem_write_fn write;
+    void *user;
+} demucs_output;
+
+static int write_demucs_stem(void *user, int source, const float *x, int64_t frames,
+                             d2m_error *err)
+{
+    demucs_output *o = user;
+    return o->write(o->user, htdemucs_source_name(o->model, source), x, frames, err);
+}
+
+static int run_demucs(separation *out, d2m_engine *e, const audio_reader *mix,
+                      const char *model_path, const d2m_options *opt, stem_write_fn write,
+                      void *write_user, separate_progress_fn progress, void *user, d2m_error *err)
 {
     htdemucs *m = NULL;
-    d2m_audio stems[HTDEMUCS_MAX_SOURCES];
-    memset(stems, 0, sizeof stems);
     int rc = engine_model(e, &m, model_path, opt->threads, err);
-    if (rc) goto done;
+    if (rc) return rc;
     int drums = htdemucs_source_index(m, "drums");
-    if (drums < 0) {
-        rc = d2m_fail(err, D2M_ERR_FORMAT, "%s: the model has no drums source", model_path);
-        goto done;
-    }
+    if (drums < 0) return d2m_fail(err, D2M_ERR_FORMAT, "%s: the model has no drums source", model_path);
     int n = htdemucs_sources(m);
-    demucs_apply_params ap = demucs_apply_default_params();
-    ap.shifts = opt->shifts;
-    ap.seed = opt->seed;
-    ap.sources = opt->all_stems ? (1u << n) - 1u : 1u << drums;
-    if ((rc = demucs_apply(m, stems, mix, &ap, progress, user, err))) goto done;
-    out->drums = stems[drums];
-    memset(&stems[drums], 0, sizeof stems[drums]);
     for (int s = 0; s < n && opt->all_stems; s++) {
         if (s == drums) continue;
         int k = out->n_others++;
-        out->others[k] = stems[s];
-        memset(&stems[s], 0, sizeof stems[s]);
         snprintf(out->other_names[k], sizeof out->other_names[k], "%s", htdemucs_source_name(m, s));
     }
     const char *base = strrchr(model_path, '/');
     snprintf(out->model, sizeof out->model, "%.200s", base ? base + 1 : model_path);
     snprintf(out->name, sizeof out->name, "htdemucs");
-done:
-    for (int s = 0; s < HTDEMUCS_MAX_SOURCES; s++) d2m_audio_free(&stems[s]);
+    demucs_apply_params ap = demucs_apply_default_params();
+    ap.shifts = opt->shifts;
+    ap.seed = opt->seed;
+    ap.sources = opt->all_stems ? (1u << n) - 1u : 1u << drums;
+    demucs_output o = {m, write, write_user};
+    demucs_stem_writer writer = {write_demucs_stem, &o};
+    rc = demucs_apply_stream(m, mix, &writer, &ap, progress, user, err);
+    /* The model stays loaded for the next song; its activations (about
+     * two thirds of its memory) are not needed until then. */
+    htdemucs_release_activations(m);
     return rc;
 }
 
-int pipeline_separate(separation *out, d2m_engine *e, const d2m_audio *mix, const d2m_options *opt,
+typedef struct {
+    stem_write_fn write;
+    void *user;
+} drums_output;
+
+static int write_drums(void *user, const float *x, int64_t frames, d2m_error *err)
+{
+    drums_output *o = user;
+    return o->write(o->user, "drums", x, frames, err);
+}
+
+/* The mix itself as the drum stem, a block at a time. */
+static int copy_mix(const audio_reader *mix, stem_write_fn write, void *write_user, d2m_error *err)
+{
+    enum { BLOCK = 1 << 16 };
+    float *x = malloc((size_t)BLOCK * (size_t)mix->channels * sizeof *x); /* (BLOCK, channels) */
+    if (!x) return d2m_fail(err, D2M_ERR_NOMEM, "out of memory for the drum stem");
+    int rc = 0;
+    for (int64_t first = 0; first < mix->frames && !rc; first += BLOCK) {
+        int64_t count = mix->frames - first < BLOCK ? mix->frames - first : BLOCK;
+        rc = mix->read(mix->user, x, first, count, err);
+        if (rc == 0) rc = write(write_user, "drums", x, count, err);
+    }
+    free(x);
+    return rc;
+}
+
+int pipeline_separate(separation *out, d2m_engine *e, const audio_reader *mix,
+                      const d2m_options *opt, stem_write_fn write, void *write_user,
                       separate_progress_fn progress, void *user, d2m_error *err)
 {
     memset(out, 0, sizeof *out);
     if (opt->separator == D2M_SEPARATOR_NONE) {
         snprintf(out->name, sizeof out->name, "none");
-        int rc = d2m_audio_alloc(&out->drums, mix->frames, mix->channels, mix->sample_rate);
-        if (rc) return d2m_fail(err, rc, "out of memory for the drum stem");
-        memcpy(out->drums.data, mix->data, (size_t)(mix->frames * mix->channels) * sizeof(float));
-        return 0;
+        return copy_mix(mix, write, write_user, err);
     }
     if (opt->separator != D2M_SEPARATOR_HPSS) {
         char path[1024];
         int found = model_find(path, sizeof path, opt->model_path, err);
         if (found < 0) return found;
-        if (found) return run_demucs(out, e, mix, path, opt, progress, user, err);
+        if (found) return run_demucs(out, e, mix, path, opt, write, write_user, progress, user, err);
         if (opt->separator == D2M_SEPARATOR_DEMUCS)
             return d2m_fail(err, D2M_ERR_IO,
                             "no Demucs weights found: run scripts/fetch-model, or pass --model PATH");
@@ -152,13 +188,6 @@ int pipeline_separate(separation *out, d2m_engine *e, const d2m_audio *mix, cons
     }
     snprintf(out->name, sizeof out->name, "hpss");
     hpss_params hp = hpss_default_params();
-    return hpss_separate(&out->drums, mix, &hp, progress, user, err);
-}
-
-void separation_free(separation *s)
-{
-    if (!s) return;
-    d2m_audio_free(&s->drums);
-    for (int k = 0; k < s->n_others; k++) d2m_audio_free(&s->others[k]);
-    memset(s, 0, sizeof *s);
+    drums_output o = {write, write_user};
+    return hpss_separate_stream(mix, write_drums, &o, &hp, progress, user, err);
 }

@@ -13,7 +13,8 @@
  *   decoders back up, with skips -> (16, 2048, 336) and (8, L)
  *   iSTFT of the first + the second -> out (4, 2, L)
  *
- * Memory: every buffer lives in one arena allocated at creation. The
+ * Memory: every buffer lives in one arena allocated at creation (and again
+ * by the first pass after htdemucs_release_activations). The
  * encoder outputs (skips), the spectrogram and the normalised waveform
  * persist through the pass; one scratch region is reused by each stage in
  * turn (see layout()).
@@ -417,6 +418,24 @@ static size_t layout(htdemucs *m, float *base)
 
 /* ---- creation ------------------------------------------------------------------------ */
 
+/* The arena, carved into the activation buffers. Returns 0 or D2M_ERR_NOMEM. */
+static int allocate_arena(htdemucs *m)
+{
+    if (posix_memalign((void **)&m->arena, 64, m->arena_floats * sizeof(float)) != 0) {
+        m->arena = NULL;
+        return D2M_ERR_NOMEM;
+    }
+    layout(m, m->arena);
+    return 0;
+}
+
+void htdemucs_release_activations(htdemucs *m)
+{
+    if (!m) return;
+    free(m->arena);
+    m->arena = NULL;
+}
+
 int htdemucs_new_with_backend(htdemucs **out, const d2m_weights *w, nn_backend *be,
                               d2m_error *err)
 {
@@ -431,13 +450,11 @@ int htdemucs_new_with_backend(htdemucs **out, const d2m_weights *w, nn_backend *
     if (rc) goto fail;
     size_work(m);
     m->arena_floats = layout(m, NULL);
-    if (posix_memalign((void **)&m->arena, 64, m->arena_floats * sizeof(float)) != 0) {
-        m->arena = NULL;
+    if (allocate_arena(m)) {
         rc = d2m_fail(err, D2M_ERR_NOMEM, "out of memory for %zu MB of activations",
                       m->arena_floats * sizeof(float) >> 20);
         goto fail;
     }
-    layout(m, m->arena);
     if (ht_spec_init(m) || ht_transformer_init(m)) {
         rc = d2m_fail(err, D2M_ERR_NOMEM, "out of memory for the model's tables");
         goto fail;
@@ -671,6 +688,7 @@ static void pointwise(htdemucs *m, float *y, const float *x, const float *w, con
 int htdemucs_forward(htdemucs *m, float *out, const float *in)
 {
     if (!m || !out || !in) return D2M_ERR_INVALID;
+    if (!m->arena && allocate_arena(m)) return D2M_ERR_NOMEM; /* released since the last pass */
     nn_backend *be = m->be;
     const int64_t L = m->length, one = 1;
     const int S = m->sources, ac = m->audio_channels, bins = m->bins, le = m->frames;

@@ -5,7 +5,8 @@
  * The engine is opaque. htdemucs_new builds, from the weights' hyper-
  * parameters, the full table of tensors the network needs (every name and
  * shape), checks the weights against it, and allocates every activation
- * buffer for one segment; htdemucs_forward then never allocates.
+ * buffer for one segment; htdemucs_forward then never allocates (unless
+ * they were released with htdemucs_release_activations).
  *
  * Ownership: the engine borrows the d2m_weights (keep them alive until
  * htdemucs_free) and, with htdemucs_new_with_backend, the backend.
@@ -61,8 +62,16 @@ double htdemucs_segment_flops(const htdemucs *m);
 
 /* One segment: out (sources, 2, L) = the model applied to in (2, L), both
  * planar, L = htdemucs_segment_length(). in is what Demucs calls mix: the
- * caller's normalisation (demucs_apply) is already done. Returns 0. */
+ * caller's normalisation (demucs_apply) is already done. Returns 0, or
+ * D2M_ERR_NOMEM when the activations were released and cannot be
+ * allocated again. */
 int htdemucs_forward(htdemucs *m, float *out, const float *in);
+
+/* Give the activation buffers (most of htdemucs_activation_bytes) back to
+ * the system while the model stays loaded: between songs, or while a song's
+ * analysis needs the memory. The next htdemucs_forward allocates them
+ * again. NULL-safe. */
+void htdemucs_release_activations(htdemucs *m);
 
 /* Intermediate tensors, for tests: during htdemucs_forward, fn is called
  * with each stage's output, named and shaped like the reference files
@@ -98,5 +107,23 @@ demucs_apply_params demucs_apply_default_params(void); /* 0.25, 0 shifts, seed 0
 int demucs_apply(htdemucs *m, d2m_audio *stems, const d2m_audio *mix,
                  const demucs_apply_params *p, separate_progress_fn progress, void *user,
                  d2m_error *err);
+
+/* Where demucs_apply_stream's stems go: write gets each requested source's
+ * frames in order from the start, x (frames, 2) interleaved, final (the
+ * same floats demucs_apply gives). Returns 0 or a negative code with err
+ * set, which stops the separation. */
+typedef struct {
+    int (*write)(void *user, int source, const float *x, int64_t frames, d2m_error *err);
+    void *user;
+} demucs_stem_writer;
+
+/* demucs_apply for a song of any length: the mix is read through a reader
+ * (stereo at htdemucs_samplerate(); read twice for the normalisation, then
+ * a segment at a time) and the stems go to writer as they become final.
+ * Memory is O(segment x passes), never O(song). Returns demucs_apply's
+ * codes, or the reader's or writer's. */
+int demucs_apply_stream(htdemucs *m, const audio_reader *mix, const demucs_stem_writer *writer,
+                        const demucs_apply_params *p, separate_progress_fn progress, void *user,
+                        d2m_error *err);
 
 #endif

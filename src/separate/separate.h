@@ -24,4 +24,12 @@ typedef int (*separate_progress_fn)(void *user, double fraction);
 int hpss_separate(d2m_audio *drums, const d2m_audio *mix, const hpss_params *p,
                   separate_progress_fn progress, void *user, d2m_error *err);
 
+/* The same for a song of any length: the mix is read through a reader a
+ * block (plus context) at a time and the drum stem, the same floats, goes
+ * to write in order. Memory is O(block_s x threads). Returns
+ * hpss_separate's codes, or the reader's or write's. */
+int hpss_separate_stream(const audio_reader *mix, audio_block_fn write, void *write_user,
+                         const hpss_params *p, separate_progress_fn progress, void *user,
+                         d2m_error *err);
+
 #endif

@@ -398,6 +398,160 @@ done:
     npy_free(&ref);
 }
 
+/* ---- streaming apply ----------------------------------------------------------------- */
+
+/* demucs_apply as it was written before it streamed: every pass over the
+ * whole song in turn, into stems the length of the song, then
+ * de-normalised. stems (sources, n, 2) interleaved per source. Kept as
+ * the reference the interleaved streaming passes must equal bit for bit. */
+static void pass_after_pass(htdemucs *m, float *stems, const d2m_audio *mix, int shifts,
+                            uint64_t seed)
+{
+    const int64_t n = mix->frames, seg = htdemucs_segment_length(m), stride = seg * 3 / 4;
+    const int S = htdemucs_sources(m);
+    double sum = 0.0, ss = 0.0;
+    for (int64_t i = 0; i < n; i++) sum += 0.5 * ((double)mix->data[2 * i] + mix->data[2 * i + 1]);
+    double mean = sum / (double)n;
+    for (int64_t i = 0; i < n; i++) {
+        double v = 0.5 * ((double)mix->data[2 * i] + mix->data[2 * i + 1]) - mean;
+        ss += v * v;
+    }
+    const float fmean = (float)mean, scale = (float)sqrt(ss / (double)(n - 1)) + 1e-8f;
+    float *weight = malloc((size_t)seg * sizeof *weight), *in = malloc((size_t)2 * seg * sizeof *in);
+    float *out = malloc((size_t)S * 2 * seg * sizeof *out);
+    for (int64_t i = 0; i < seg; i++)
+        weight[i] = (float)(i < seg / 2 ? i + 1 : seg - i) / (float)(seg / 2);
+    memset(stems, 0, (size_t)S * n * 2 * sizeof *stems);
+    int passes = shifts > 0 ? shifts : 1;
+    uint64_t state = seed;
+    for (int k = 0; k < passes; k++) {
+        int64_t start = 0, view_len = n;
+        if (shifts > 0) {
+            int64_t o = (int64_t)(splitmix64(&state) % (uint64_t)(22050 + 1));
+            start = o - 22050;
+            view_len = n + 22050 - o;
+        }
+        for (int64_t off = 0; off < view_len; off += stride) {
+            int64_t len = view_len - off < seg ? view_len - off : seg, lead = (seg - len) / 2;
+            for (int64_t i = 0; i < seg; i++) {
+                int64_t s = start + off - lead + i;
+                int inside = s >= 0 && s < n;
+                in[i] = inside ? (mix->data[2 * s] - fmean) / scale : 0.0f;
+                in[seg + i] = inside ? (mix->data[2 * s + 1] - fmean) / scale : 0.0f;
+            }
+            htdemucs_forward(m, out, in);
+            for (int64_t i = 0; i < len; i++) {
+                int64_t s = start + off + i, v = off + i;
+                if (s < 0 || s >= n) continue;
+                float wsum = 0.0f;
+                for (int64_t j = v >= seg ? (v - seg) / stride + 1 : 0; j * stride <= v; j++) {
+                    int64_t o2 = j * stride;
+                    if (o2 >= view_len) break;
+                    int64_t l2 = view_len - o2 < seg ? view_len - o2 : seg;
+                    if (v < o2 + l2) wsum += weight[v - o2];
+                }
+                float w = weight[i] / wsum * (float)(1.0 / passes);
+                for (int src = 0; src < S; src++) {
+                    float *dst = stems + ((int64_t)src * n + s) * 2;
+                    dst[0] += w * out[(int64_t)src * 2 * seg + lead + i];
+                    dst[1] += w * out[(int64_t)src * 2 * seg + seg + lead + i];
+                }
+            }
+        }
+    }
+    for (int64_t i = 0; i < (int64_t)S * n * 2; i++) stems[i] = stems[i] * scale + fmean;
+    free(weight);
+    free(in);
+    free(out);
+}
+
+/* Collects what demucs_apply_stream writes and checks it comes in order. */
+typedef struct {
+    float *stems;      /* (sources, n, 2) */
+    int64_t n, written[HTDEMUCS_MAX_SOURCES], largest;
+    int calls, fail_at;
+} collected;
+
+static int collect(void *user, int source, const float *x, int64_t frames, d2m_error *err)
+{
+    collected *c = user;
+    if (++c->calls == c->fail_at) return d2m_fail(err, D2M_ERR_IO, "disk full (test)");
+    CHECK(frames > 0 && c->written[source] + frames <= c->n, "source %d: %lld frames at %lld of %lld",
+          source, (long long)frames, (long long)c->written[source], (long long)c->n);
+    if (frames <= 0 || c->written[source] + frames > c->n) return 0;
+    memcpy(c->stems + (source * c->n + c->written[source]) * 2, x, (size_t)frames * 2 * sizeof *x);
+    c->written[source] += frames;
+    if (frames > c->largest) c->largest = frames;
+    return 0;
+}
+
+static void test_stream_apply_equals_pass_after_pass(const d2m_weights *w)
+{
+    char path[1200];
+    npy mix;
+    tiny_path(path, sizeof path, "mix.npy");
+    if (npy_load(&mix, path) != 0) {
+        CHECK(0, "tiny mix.npy");
+        return;
+    }
+    d2m_error err = {0};
+    htdemucs *m = NULL;
+    int rc = htdemucs_new(&m, w, 2, &err);
+    CHECK(rc == 0, "htdemucs_new: %s", err.message);
+    /* A song of many segments: the tiny mix twice over, the second time
+     * a little quieter, plus an odd tail. */
+    const int64_t part = mix.shape[1], n = 2 * part + 1234;
+    d2m_audio raw;
+    d2m_audio_alloc(&raw, n, 2, 44100);
+    for (int64_t i = 0; i < n; i++)
+        for (int c = 0; c < 2; c++)
+            raw.data[2 * i + c] = mix.data[c * part + i % part] * 0.1f * (float)(1.0 - 0.2 * (double)(i / part));
+    const int S = rc == 0 ? htdemucs_sources(m) : 0;
+    float *want = malloc((size_t)S * n * 2 * sizeof *want + 1);
+    collected got = {.stems = malloc((size_t)S * n * 2 * sizeof(float) + 1), .n = n};
+    audio_reader reader = audio_reader_of(&raw);
+    demucs_stem_writer writer = {collect, &got};
+    static const int shifts[] = {0, 1, 3};
+    for (int k = 0; k < 3 && rc == 0; k++) {
+        pass_after_pass(m, want, &raw, shifts[k], 11);
+        demucs_apply_params p = demucs_apply_default_params();
+        p.shifts = shifts[k];
+        p.seed = 11;
+        p.sources = (1u << S) - 1u;
+        memset(got.written, 0, sizeof got.written);
+        got.calls = 0;
+        got.largest = 0;
+        /* The second run after the activations were given back. */
+        if (k == 2) htdemucs_release_activations(m);
+        rc = demucs_apply_stream(m, &reader, &writer, &p, NULL, NULL, &err);
+        CHECK(rc == 0, "demucs_apply_stream, %d shifts: %s", shifts[k], err.message);
+        if (rc) break;
+        int all = 1;
+        for (int s = 0; s < S; s++) all = all && got.written[s] == n;
+        CHECK(all, "%d shifts: every source written to the end", shifts[k]);
+        CHECK(memcmp(want, got.stems, (size_t)S * n * 2 * sizeof *want) == 0,
+              "%d shifts: streaming apply differs from pass after pass", shifts[k]);
+        CHECK(got.calls > 3 * S && got.largest < n / 2,
+              "%d shifts: written as it became final (%d calls, largest %lld of %lld frames)",
+              shifts[k], got.calls, (long long)got.largest, (long long)n);
+    }
+    /* A writer's failure stops the separation with its code. */
+    if (rc == 0) {
+        demucs_apply_params p = demucs_apply_default_params();
+        memset(got.written, 0, sizeof got.written);
+        got.calls = 0;
+        got.fail_at = 2;
+        rc = demucs_apply_stream(m, &reader, &writer, &p, NULL, NULL, &err);
+        CHECK(rc == D2M_ERR_IO && strstr(err.message, "disk full"), "writer failure: rc %d (%s)",
+              rc, err.message);
+    }
+    free(want);
+    free(got.stems);
+    d2m_audio_free(&raw);
+    htdemucs_free(m);
+    npy_free(&mix);
+}
+
 /* ---- the weight table --------------------------------------------------------------- */
 
 /* A copy of w with tensor `drop` left out, `reshape` given a wrong first
@@ -553,6 +707,7 @@ int main(void)
                                            segment_out.n);
     }
     test_apply_matches_reference(w);
+    test_stream_apply_equals_pass_after_pass(w);
     test_wrong_tensors_are_named(w);
     test_expected_tensors(w);
     npy_free(&segment_in);
