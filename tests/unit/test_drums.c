@@ -75,6 +75,33 @@ static void test_tempo_on_rock_beats(void)
     }
 }
 
+/* A steady groove (no sections: the novelty cannot decide) that starts with
+ * a drum pickup, a 16th-note snare fill on the beat before bar 1, so the
+ * first sounding beat is a beat 4. The backbeat (snare on 2 and 4) must
+ * keep the bar lines off beats 2 and 4: the downbeats land on the true beat
+ * 1 or beat 3 (which of the two, a steady groove cannot say). */
+static void test_downbeat_not_on_the_backbeat(void)
+{
+    const double bpm = 110.0, beat = 60.0 / bpm, lead = 1.0 + beat;
+    int64_t n;
+    float *x = rock_song(&n, bpm, lead, "gggggggggggg");
+    for (int i = 0; i < 4; i++)
+        synth_hit(x, n, (int64_t)llround((lead - beat + i * beat / 4) * RATE), RATE, SYNTH_SNARE, 0.5f);
+    d2m_features f;
+    d2m_beats b;
+    analyse(&f, &b, x, n, 0.0, 0);
+    int strong = 0;
+    for (int j = 0; j < b.n_downbeats; j++) {
+        double half_bars = (b.downbeats[j] - lead) / (2 * beat);
+        if (fabs(half_bars - round(half_bars)) * 2 * beat < 0.02) strong++;
+    }
+    CHECK(b.n_downbeats > 0 && strong == b.n_downbeats, "after a pickup: %d of %d downbeats on beat 1 or 3",
+          strong, b.n_downbeats);
+    beats_free(&b);
+    features_free(&f);
+    free(x);
+}
+
 static void test_forced_tempo(void)
 {
     int64_t n;
@@ -236,6 +263,7 @@ static void test_bands_classifier_on_a_groove(void)
 int main(void)
 {
     test_tempo_on_rock_beats();
+    test_downbeat_not_on_the_backbeat();
     test_forced_tempo();
     test_no_rhythm_in_noise();
     test_loop_on_the_groove_section();
