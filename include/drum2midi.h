@@ -71,6 +71,8 @@ typedef struct {
     unsigned long long seed;   /* seed of those shifts: same seed, same output */
     int all_stems;             /* also write Demucs' other stems (bass, other, vocals) */
     int threads;               /* compute threads; 0 = every online CPU */
+    const char *title;         /* the song's name inside the outputs (MIDI track name,
+                                  spectrogram titles); NULL = from the input's file name */
 } d2m_options;
 
 d2m_options d2m_default_options(void);

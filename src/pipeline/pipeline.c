@@ -420,15 +420,16 @@ int d2m_engine_process_file(d2m_engine *e, d2m_result *r, const char *in_path,
     snprintf(r->report_file, sizeof r->report_file, "report.json");
 
     char title[256];
+    const char *label = opt->title && opt->title[0] ? opt->title : name;
     if ((rc = smf_write_drums(&midi, &midi_len, &loop_notes, beats.bpm, opt->ppq,
-                              (int64_t)opt->bars * 4 * opt->ppq, name, err)))
+                              (int64_t)opt->bars * 4 * opt->ppq, label, err)))
         goto fail;
     if ((rc = write_file(outputs_part_path(&outs, path, sizeof path, r->loop_midi), midi, midi_len, err)))
         goto fail;
     free(midi);
     midi = NULL;
     if ((rc = smf_write_drums(&midi, &midi_len, &full_notes, beats.bpm, opt->ppq,
-                              (int64_t)song_bars * 4 * opt->ppq, name, err)))
+                              (int64_t)song_bars * 4 * opt->ppq, label, err)))
         goto fail;
     if ((rc = write_file(outputs_part_path(&outs, path, sizeof path, r->full_midi), midi, midi_len, err)))
         goto fail;
@@ -437,7 +438,7 @@ int d2m_engine_process_file(d2m_engine *e, d2m_result *r, const char *in_path,
                              loop.start_s, loop.end_s, err)))
         goto fail;
     if (report_progress(&ps, "write", 0.80, 0.20, 0.4)) goto cancelled;
-    snprintf(title, sizeof title, "%s - drum stem", name);
+    snprintf(title, sizeof title, "%.200s - drum stem", label);
     if ((rc = spectrogram_png_read(outputs_part_path(&outs, path, sizeof path, r->stem_spectrogram_png),
                                    &stem, 0, stem.frames, 1600, 600, title, err)))
         goto fail;
@@ -446,7 +447,7 @@ int d2m_engine_process_file(d2m_engine *e, d2m_result *r, const char *in_path,
         int64_t first = (int64_t)llround(loop.start_s * RATE);
         int64_t count = (int64_t)llround(loop.end_s * RATE) - first;
         if (first + count > stem.frames) count = stem.frames - first;
-        snprintf(title, sizeof title, "%s - loop, bars %d-%d at %.1f BPM", name, loop.first_bar + 1,
+        snprintf(title, sizeof title, "%.200s - loop, bars %d-%d at %.1f BPM", label, loop.first_bar + 1,
                  loop.first_bar + loop.bars, beats.bpm);
         if ((rc = spectrogram_png_read(outputs_part_path(&outs, path, sizeof path, r->loop_spectrogram_png),
                                        &stem, first, count, 1200, 600, title, err)))

@@ -827,6 +827,7 @@ static void *worker_main(void *arg)
         job_dir(s, j->id, work.dir, sizeof work.dir);
         snprintf(work.format, sizeof work.format, "%s", j->format);
         snprintf(work.display_name, sizeof work.display_name, "%s", j->display_name);
+        snprintf(work.title, sizeof work.title, "%s", j->safe_name);
         worker_job wj = {s, j};
         d2m_error err = {0};
         int rc = runner_run(&proc, &work, on_runner_progress, runner_should_stop, &wj, &err);

@@ -131,6 +131,7 @@ static void options_from(d2m_options *o, const runner_work *w)
     o->separator = w->req.separator;
     o->max_duration_s = w->max_duration_s;
     o->loop_first_bar = w->req.loop_start_bar;
+    o->title = w->title;
 }
 
 /* A whole song: upload -> out/. */
@@ -231,6 +232,7 @@ static char *request_text(const runner_work *w)
     cJSON_AddStringToObject(o, "dir", w->dir);
     cJSON_AddStringToObject(o, "format", w->format);
     cJSON_AddStringToObject(o, "display_name", w->display_name);
+    cJSON_AddStringToObject(o, "title", w->title);
     cJSON_AddNumberToObject(o, "quantize", w->req.quantize);
     cJSON_AddNumberToObject(o, "bars", w->req.bars);
     cJSON_AddNumberToObject(o, "tempo", w->req.tempo_bpm);
@@ -267,6 +269,7 @@ static int parse_request(runner_work *w, const char *line)
     int bad = !o || copy_string(kind, sizeof kind, o, "kind") || copy_string(w->dir, sizeof w->dir, o, "dir") ||
               copy_string(w->format, sizeof w->format, o, "format") ||
               copy_string(w->display_name, sizeof w->display_name, o, "display_name") ||
+              copy_string(w->title, sizeof w->title, o, "title") ||
               get_number(&q, o, "quantize") || get_number(&bars, o, "bars") || get_number(&tempo, o, "tempo") ||
               get_number(&sep, o, "separator") || get_number(&first, o, "loop_start_bar") ||
               get_number(&w->max_duration_s, o, "max_duration_s");

@@ -11,7 +11,7 @@
  * job starts a fresh one.
  *
  * Protocol (internal; both ends are this file):
- *   request: {"kind": "song"|"reanalysis", "dir", "format", "display_name",
+ *   request: {"kind": "song"|"reanalysis", "dir", "format", "display_name", "title",
  *             "quantize", "bars", "tempo", "separator", "loop_start_bar",
  *             "max_duration_s"} on one line
  *   answers: "p STAGE FRACTION OVERALL" ... then "end CODE MESSAGE"
@@ -35,6 +35,7 @@ typedef struct {
     char dir[1100];         /* the job's folder */
     char format[16];        /* the upload is dir/song.<format> */
     char display_name[256]; /* file paths in error messages become this */
+    char title[96];         /* the song's name inside the outputs (MIDI, spectrograms) */
     job_request req;
     double max_duration_s;
 } runner_work;

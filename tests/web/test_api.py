@@ -197,6 +197,9 @@ def test_upload_events_results(s, ctx):
     status, h, midi = request(s.port, "GET", f"/api/jobs/{job}/files/loop_midi")
     assert midi[:4] == b"MThd" and int.from_bytes(midi[10:12], "big") == 2, midi[:14]
     assert h["content-type"] == "audio/midi"
+    # The DAW shows the song's name as the track name, not the name on disk.
+    names = [midi[i + 3:i + 3 + midi[i + 2]] for i in range(len(midi) - 3) if midi[i:i + 2] == b"\xff\x03"]
+    assert b"My_Song_live" in names, names
     status, h, part = request(s.port, "GET", f"/api/jobs/{job}/files/drum_stem_wav", headers={"Range": "bytes=0-11"})
     assert status == 206 and part == b"RIFF" + part[4:8] + b"WAVE", (status, part)
     assert h["content-range"].startswith("bytes 0-11/"), h
