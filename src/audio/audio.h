@@ -124,6 +124,9 @@ int audio_temp_new(audio_temp **out, const char *dir, int channels, int sample_r
 int audio_temp_append(audio_temp *t, const float *x, int64_t frames, d2m_error *err);
 /* Finish appending (writes what is buffered). Returns 0, D2M_ERR_IO. */
 int audio_temp_flush(audio_temp *t, d2m_error *err);
+/* Overwrite frames [first, first + count) (inside what was appended and
+ * flushed) with x (count, channels). Returns 0, D2M_ERR_IO. */
+int audio_temp_write(audio_temp *t, const float *x, int64_t first, int64_t count, d2m_error *err);
 /* A reader over the flushed contents. */
 audio_reader audio_temp_reader(audio_temp *t);
 void audio_temp_free(audio_temp *t); /* NULL-safe */

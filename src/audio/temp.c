@@ -1,6 +1,7 @@
 /* Audio in an unnamed temporary file, so a long song's mix or stem costs
  * disk, not memory: raw float (frames, channels) in native byte order,
- * appended through a small buffer, then read at random with pread.
+ * appended through a small buffer, then read (and overwritten in place) at
+ * random with pread and pwrite.
  *
  * The file is created in a folder the caller names (the job's output
  * folder: known writable, and not a RAM-backed /tmp) and unlinked at once,
@@ -87,6 +88,25 @@ int audio_temp_append(audio_temp *t, const float *x, int64_t frames, d2m_error *
             int rc = audio_temp_flush(t, err);
             if (rc) return rc;
         }
+    }
+    return 0;
+}
+
+int audio_temp_write(audio_temp *t, const float *x, int64_t first, int64_t count, d2m_error *err)
+{
+    assert(t->buffered == 0 && first >= 0 && first + count <= t->frames);
+    const unsigned char *b = (const unsigned char *)x;
+    size_t n = (size_t)(count * t->channels) * sizeof *x;
+    off_t offset = (off_t)(first * t->channels) * (off_t)sizeof *x;
+    while (n > 0) {
+        ssize_t w = pwrite(t->fd, b, n, offset);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0)
+            return d2m_fail(err, D2M_ERR_IO, "cannot write a temporary audio file: %s",
+                            w < 0 ? strerror(errno) : "disk full?");
+        b += w;
+        n -= (size_t)w;
+        offset += w;
     }
     return 0;
 }

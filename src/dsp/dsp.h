@@ -2,6 +2,7 @@
 #ifndef D2M_DSP_H
 #define D2M_DSP_H
 
+#include "audio/audio.h"
 #include "base/base.h"
 
 #include <stdint.h>
@@ -56,6 +57,25 @@ void stft_inverse(float *dst, const float *spec, int64_t t0, int64_t frames, int
  * over x (n), run forward then backward so it adds no delay. */
 void filter_lowpass(float *x, int64_t n, double cutoff_hz, int sample_rate);
 
+/* filter_lowpass in pieces, for a signal too long to hold: start a pass,
+ * then hand it consecutive blocks in place, from the start for the forward
+ * pass, from the end for the backward one (whose blocks come last first).
+ * The forward pass over the whole signal, then the backward pass over its
+ * output, equal filter_lowpass exactly. */
+typedef struct {
+    double z1, z2;
+    int started;
+} lowpass_section_state;
+
+typedef struct {
+    double cutoff_hz;
+    int sample_rate, backward;
+    lowpass_section_state sections[2];
+} lowpass_pass;
+
+void filter_lowpass_start(lowpass_pass *p, double cutoff_hz, int sample_rate, int backward);
+void filter_lowpass_block(lowpass_pass *p, float *x, int64_t n);
+
 /* ---- Per-frame features -------------------------------------------------- */
 
 /* Bands the drum analysis works in. */
@@ -85,6 +105,11 @@ typedef struct {
 
 int features_compute(d2m_features *out, const float *x, int64_t n, int sample_rate, int n_fft,
                      int hop, d2m_error *err);
+/* The same, reading a mono signal through a reader a block at a time (the
+ * same features): a long signal on disk is never loaded whole. Returns 0,
+ * D2M_ERR_INVALID, D2M_ERR_NOMEM or the reader's code. */
+int features_compute_read(d2m_features *out, const audio_reader *x, int n_fft, int hop,
+                          d2m_error *err);
 void features_free(d2m_features *f);
 
 /* Frame index to seconds and back. */

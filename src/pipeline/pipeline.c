@@ -2,18 +2,18 @@
  * tempo -> loop -> transcribe -> quantize -> write. Every stage after
  * separation reads the drum stem only, never the mix.
  *
- * Memory: no stereo signal the length of the song is held in memory. The
- * file is decoded and resampled a block at a time into a temporary file of
- * 44.1 kHz stereo floats (21 MB per minute, on disk in the output folder,
- * unlinked at creation); the separator reads it back a segment at a time
- * and its stems go, as they become final, to their WAV files and the drum
- * stem also to a second temporary file. After separation (and the Demucs
- * activations given back) the analysis holds the mono drum stem, 10.6 MB
- * per minute, and O(frames) features (about 1 MB per minute); the loop
- * audio and the spectrograms read the stem back from its temporary file.
+ * Memory: no signal the length of the song is held in memory. The file is
+ * decoded and resampled a block at a time into a temporary file of 44.1 kHz
+ * stereo floats (21 MB per minute, on disk in the output folder, unlinked
+ * at creation); the separator reads it back a segment at a time and its
+ * stems go, as they become final, to their WAV files and the drum stem also
+ * to a second temporary file. The analysis reads that stem back block by
+ * block, mixed to mono on the fly; the low band the loop search needs is
+ * filtered forward into a third temporary file and backward in place. What
+ * stays in memory is O(frames) features, about 2 MB per minute of audio.
  * So the peak is the separator's own memory (Demucs: weights + activations,
- * about 490 MB) or the weights + mono stem + features (about 170 MB + 12 MB
- * per minute), whichever is larger: under 600 MB up to --max-minutes 30.
+ * about 490 MB, the activations given back before the analysis; HPSS: a few
+ * 20 s blocks per thread) whatever the song's length.
  *
  * Threading: one job per call; the separator uses worker threads inside.
  */
@@ -142,17 +142,66 @@ static int write_loop_wav(const char *path, const audio_reader *stem, double sta
     return audio_wav_close(w, err);
 }
 
-/* The mono drum stem (frames) from its stereo temporary file. */
-static int read_mono(float *mono, const audio_reader *stem, d2m_error *err)
+/* The mono drum stem as a reader: its stereo temporary file read and mixed
+ * down block by block (the same floats audio_mixdown gives on the whole
+ * stem). Single-threaded: the scratch is shared. */
+typedef struct {
+    const audio_reader *stem;
+    float *scratch; /* (capacity, channels) */
+    int64_t capacity;
+} mono_stem;
+
+static int read_mono(void *user, float *dst, int64_t first, int64_t count, d2m_error *err)
 {
-    float *x = malloc((size_t)COPY_BLOCK_FRAMES * (size_t)stem->channels * sizeof *x); /* (block, channels) */
+    mono_stem *m = user;
+    if (count > m->capacity) {
+        float *grown = realloc(m->scratch, (size_t)(count * m->stem->channels) * sizeof *grown);
+        if (!grown) return d2m_fail(err, D2M_ERR_NOMEM, "out of memory");
+        m->scratch = grown;
+        m->capacity = count;
+    }
+    int rc = m->stem->read(m->stem->user, m->scratch, first, count, err);
+    if (rc) return rc;
+    d2m_audio block = {.data = m->scratch, .frames = count, .channels = m->stem->channels};
+    audio_mixdown(dst, &block);
+    return 0;
+}
+
+/* The low band of the mono stem for the loop search: filter_lowpass's
+ * forward pass from the start into low (a temporary file), noting the
+ * stem's peak on the way; then its backward pass from the end, in place. */
+static int low_band_forward(audio_temp *low, float *peak, const audio_reader *mono, d2m_error *err)
+{
+    float *x = malloc((size_t)COPY_BLOCK_FRAMES * sizeof *x); /* (block) */
     if (!x) return d2m_fail(err, D2M_ERR_NOMEM, "out of memory");
+    lowpass_pass pass;
+    filter_lowpass_start(&pass, LOW_CUTOFF_HZ, RATE, 0);
     int rc = 0;
-    for (int64_t first = 0; rc == 0 && first < stem->frames; first += COPY_BLOCK_FRAMES) {
-        int64_t n = stem->frames - first < COPY_BLOCK_FRAMES ? stem->frames - first : COPY_BLOCK_FRAMES;
-        rc = stem->read(stem->user, x, first, n, err);
-        d2m_audio block = {.data = x, .frames = n, .channels = stem->channels};
-        if (rc == 0) audio_mixdown(mono + first, &block);
+    *peak = 0.0f;
+    for (int64_t first = 0; rc == 0 && first < mono->frames; first += COPY_BLOCK_FRAMES) {
+        int64_t n = mono->frames - first < COPY_BLOCK_FRAMES ? mono->frames - first : COPY_BLOCK_FRAMES;
+        if ((rc = mono->read(mono->user, x, first, n, err))) break;
+        for (int64_t i = 0; i < n; i++) *peak = fmaxf(*peak, fabsf(x[i]));
+        filter_lowpass_block(&pass, x, n);
+        rc = audio_temp_append(low, x, n, err);
+    }
+    free(x);
+    return rc ? rc : audio_temp_flush(low, err);
+}
+
+static int low_band_backward(audio_temp *low, d2m_error *err)
+{
+    audio_reader r = audio_temp_reader(low);
+    float *x = malloc((size_t)COPY_BLOCK_FRAMES * sizeof *x); /* (block) */
+    if (!x) return d2m_fail(err, D2M_ERR_NOMEM, "out of memory");
+    lowpass_pass pass;
+    filter_lowpass_start(&pass, LOW_CUTOFF_HZ, RATE, 1);
+    int rc = 0;
+    for (int64_t end = r.frames; rc == 0 && end > 0; end -= COPY_BLOCK_FRAMES) {
+        int64_t first = end > COPY_BLOCK_FRAMES ? end - COPY_BLOCK_FRAMES : 0;
+        if ((rc = r.read(r.user, x, first, end - first, err))) break;
+        filter_lowpass_block(&pass, x, end - first);
+        rc = audio_temp_write(low, x, first, end - first, err);
     }
     free(x);
     return rc;
@@ -273,7 +322,8 @@ int d2m_engine_process_file(d2m_engine *e, d2m_result *r, const char *in_path,
     double t_start = d2m_now(), t;
     progress_state ps = {.fn = progress, .user = user};
     output_set outs = {0};
-    audio_temp *mix_file = NULL, *stem_file = NULL;
+    audio_temp *mix_file = NULL, *stem_file = NULL, *low_file = NULL;
+    mono_stem mono_state = {0};
     stem_files stems = {0};
     separation sep = {0};
     d2m_decode_info info = {0};
@@ -282,7 +332,6 @@ int d2m_engine_process_file(d2m_engine *e, d2m_result *r, const char *in_path,
     d2m_loop loop = {0};
     d2m_hits hits = {0};
     d2m_notes loop_notes = {0}, full_notes = {0};
-    float *mono = NULL;
     unsigned char *midi = NULL;
     size_t midi_len = 0;
     char name[96], path[1400];
@@ -352,28 +401,28 @@ int d2m_engine_process_file(d2m_engine *e, d2m_result *r, const char *in_path,
     /* 3. Analysis of the drum stem. */
     t = d2m_now();
     if (report_progress(&ps, "tempo", 0.58, 0.12, 0.0)) goto cancelled;
-    mono = malloc((size_t)(stem.frames > 0 ? stem.frames : 1) * sizeof *mono); /* (frames) */
-    if (!mono) {
-        rc = d2m_fail(err, D2M_ERR_NOMEM, "out of memory");
-        goto fail;
-    }
-    if ((rc = read_mono(mono, &stem, err))) goto fail;
+    mono_state.stem = &stem;
+    audio_reader mono = {read_mono, &mono_state, stem.frames, 1, RATE};
     float stem_peak = 0.0f;
-    for (int64_t i = 0; i < stem.frames; i++) stem_peak = fmaxf(stem_peak, fabsf(mono[i]));
+    if ((rc = audio_temp_new(&low_file, out_dir, 1, RATE, err)) ||
+        (rc = low_band_forward(low_file, &stem_peak, &mono, err)))
+        goto fail;
     if (stem_peak < SILENCE_PEAK) {
         rc = d2m_fail(err, D2M_ERR_SILENT, "%s: no drums found (the drum stem is silent)", in_path);
         goto fail;
     }
-    if ((rc = features_compute(&feats, mono, stem.frames, RATE, ANALYSIS_FFT, ANALYSIS_HOP, err)))
-        goto fail;
+    if ((rc = features_compute_read(&feats, &mono, ANALYSIS_FFT, ANALYSIS_HOP, err))) goto fail;
     if ((rc = tempo_track(&beats, &feats, opt->tempo_bpm, r->duration_s, err))) {
         d2m_error inner = *err;
         d2m_fail(err, rc, "%s: %s", in_path, inner.message);
         goto fail;
     }
     if (report_progress(&ps, "loop", 0.70, 0.04, 0.0)) goto cancelled;
-    filter_lowpass(mono, stem.frames, LOW_CUTOFF_HZ, RATE);
-    if ((rc = features_compute(&low, mono, stem.frames, RATE, 2048, ANALYSIS_HOP, err))) goto fail;
+    if ((rc = low_band_backward(low_file, err))) goto fail;
+    audio_reader low_band = audio_temp_reader(low_file);
+    if ((rc = features_compute_read(&low, &low_band, 2048, ANALYSIS_HOP, err))) goto fail;
+    audio_temp_free(low_file);
+    low_file = NULL;
     if ((rc = loop_select(&loop, &low, &beats, opt->bars, opt->loop_first_bar - 1, r->duration_s,
                           err))) {
         d2m_error inner = *err;
@@ -399,8 +448,8 @@ int d2m_engine_process_file(d2m_engine *e, d2m_result *r, const char *in_path,
         goto fail;
     r->t_analyze = d2m_now() - t;
     /* Only the hits, beats and loop are needed from here on. */
-    free(mono);
-    mono = NULL;
+    free(mono_state.scratch);
+    mono_state.scratch = NULL;
     features_free(&feats);
     features_free(&low);
 
@@ -495,9 +544,10 @@ fail:
     snprintf(r->input_path, sizeof r->input_path, "%s", in_path);
 done:
     free(midi);
-    free(mono);
+    free(mono_state.scratch);
     audio_temp_free(mix_file);
     audio_temp_free(stem_file);
+    audio_temp_free(low_file);
     features_free(&feats);
     features_free(&low);
     beats_free(&beats);

@@ -286,11 +286,15 @@ static int parse_request(runner_work *w, const char *line)
 
 int web_runner_main(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    /* Die with the server (the thread that started us): nothing left behind. */
+    /* Die with the server (the thread that started us): nothing left behind.
+     * argv[1] is the server's pid: had it gone before the prctl, we would
+     * have a new parent by now (the server may itself be pid 1, in a
+     * container, so "parent is 1" says nothing). */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() == 1) return 1;
+    if (argc < 2 || atol(argv[1]) != (long)getppid()) {
+        fprintf(stderr, "drum2midi __runner: the server's job runner; not for use by hand\n");
+        return 2;
+    }
     d2m_engine *engine = NULL;
     d2m_error err = {0};
     if (d2m_engine_new(&engine, &err)) {
@@ -363,8 +367,9 @@ static int start(runner *r, d2m_error *err)
     posix_spawnattr_setsigmask(&attr, &none);
     posix_spawnattr_setsigdefault(&attr, &all);
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    char arg0[] = "drum2midi", arg1[] = "__runner";
-    char *args[] = {arg0, arg1, NULL};
+    char arg0[] = "drum2midi", arg1[] = "__runner", arg2[24];
+    snprintf(arg2, sizeof arg2, "%ld", (long)getpid());
+    char *args[] = {arg0, arg1, arg2, NULL};
     pid_t pid = -1;
     int rc = posix_spawn(&pid, "/proc/self/exe", &fa, &attr, args, environ);
     posix_spawn_file_actions_destroy(&fa);

@@ -1,6 +1,6 @@
 /* The job runner: the process that does a job's work for `drum2midi serve`.
  *
- * A runner is this same binary started as `drum2midi __runner` with
+ * A runner is this same binary started as `drum2midi __runner PID` with
  * posix_spawn (a fresh process image: never a bare fork of the threaded
  * server, whose locks, allocator included, another thread may hold at the
  * fork). It reads one request per line on stdin, runs it on a d2m_engine it

@@ -188,6 +188,15 @@ static void test_temp_and_wav_writer(void)
         free(x);
         free(y);
     }
+    /* Overwriting in place. */
+    float patch[2 * 300];
+    for (int i = 0; i < 600; i++) patch[i] = -0.25f;
+    CHECK(audio_temp_write(t, patch, 5000, 300, &err) == 0, "audio_temp_write: %s", err.message);
+    float back[2 * 302];
+    CHECK(r.read(r.user, back, 4999, 302, &err) == 0, "read: %s", err.message);
+    CHECK(back[0] == a.data[2 * 4999] && back[2] == -0.25f && back[601] == -0.25f &&
+              back[602] == a.data[2 * 5300],
+          "overwritten frames [5000, 5300) read back %g %g %g %g", back[0], back[2], back[601], back[602]);
     audio_temp_free(t);
     audio_temp_free(NULL);
 

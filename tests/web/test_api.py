@@ -437,6 +437,41 @@ def test_model_loaded_once(s, ctx):
     assert not s2.runners(), "a job runner outlived its server"
 
 
+def test_server_as_pid_1(s, ctx):
+    """In a container the server is pid 1: its job runners must still run
+    (a runner that took "my parent is pid 1" for "the server is gone" would
+    fail every job there). Needs unshare(1) with PID namespaces (root)."""
+    probe = subprocess.run(["unshare", "--pid", "--fork", "--kill-child", "true"], capture_output=True)
+    if probe.returncode != 0:
+        print("  (skipped: unshare --pid is not allowed here)")
+        return
+    data = os.path.join(os.path.dirname(s.data), "data-pid1")
+    proc = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child=SIGTERM", BIN, "serve", "--host", "127.0.0.1",
+                             "--port", "0", "--data", data], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert "listening on http://127.0.0.1:" in line, line
+        port = int(line.split("127.0.0.1:")[1].split("/")[0])
+        status, _, body = upload(port, ctx["short"], "pid1.wav", separator="none")
+        assert status == 201, (status, body)
+        st = wait_state(port, body["id"], {"done", "failed", "cancelled"})
+        assert st["state"] == "done", st
+    finally:
+        # The server itself (unshare's child) gets the SIGTERM, as from `docker stop`.
+        children = []
+        for task in os.listdir(f"/proc/{proc.pid}/task"):
+            with open(f"/proc/{proc.pid}/task/{task}/children") as f:
+                children += [int(c) for c in f.read().split()]
+        for c in children:
+            os.kill(c, signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError("the server as pid 1 did not stop within 30 s of SIGTERM")
+    assert children and code == 0, (children, code)
+
+
 def test_reanalyze(s, ctx):
     job = ctx["done_job"]
     status, st = get_json(s.port, f"/api/jobs/{job}")
@@ -492,7 +527,7 @@ def main():
     server = Server(os.path.join(tmp, "data"))
     tests = [test_health, test_upload_events_results, test_wrong_type, test_bad_requests, test_unknown_job,
              test_path_traversal, test_oversize, test_disconnect_mid_upload, test_cancel_running_and_queued,
-             test_concurrent_uploads, test_runner_killed, test_model_loaded_once, test_reanalyze,
+             test_concurrent_uploads, test_runner_killed, test_model_loaded_once, test_server_as_pid_1, test_reanalyze,
              test_restart_and_retention]
     passed = failed = 0
     try:
