@@ -50,7 +50,7 @@ static void usage(FILE *f)
             "      --classifier NAME  bands (default: several drums per instant) or\n"
             "                         ratio (the band-energy ratio: kick/snare/hat)\n"
             "      --ppq N            MIDI ticks per quarter note, 480 or 960 (default 480)\n"
-            "      --max-minutes M    refuse longer songs (default 30; bounds memory)\n"
+            "      --max-minutes M    refuse longer songs (default 30; bounds time and disk)\n"
             "      --json             print report.json to stdout instead of a summary\n"
             "      --progress MODE    auto, bar, json or none (default auto: a bar on a\n"
             "                         terminal, JSON lines otherwise)\n"
