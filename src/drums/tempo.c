@@ -356,20 +356,30 @@ static int steady_tempo(const int64_t *beats, int count, double period)
     return 1;
 }
 
-/* Beat-synchronous features v (n, BEAT_DIMS): the mean flux of each band
- * over each half of beat k, divided by the band's song mean. Means, not
- * peaks: they change when the playing changes, not from hit to hit. */
-static void beat_features(double *v, const d2m_features *f, const double *beats, int n)
+/* The frames [*t0, *t1) from beats[k] + from * period to beats[k] + to *
+ * period (period: beat k's length; the last beat's, the one before it),
+ * clipped to the song; empty when *t1 <= *t0. Needs n >= 2. */
+static void beat_window(int64_t *t0, int64_t *t1, const d2m_features *f, const double *beats, int n,
+                        int k, double from, double to)
 {
-    double mean[D2M_NBANDS];
-    for (int b = 0; b < D2M_NBANDS; b++) mean[b] = band_mean(f->band_flux[b], f->frames) + 1e-9;
+    double period = k + 1 < n ? beats[k + 1] - beats[k] : beats[k] - beats[k - 1];
+    *t0 = (int64_t)llround((beats[k] + from * period) * f->frame_rate);
+    *t1 = (int64_t)llround((beats[k] + to * period) * f->frame_rate);
+    if (*t0 < 0) *t0 = 0;
+    if (*t1 > f->frames) *t1 = f->frames;
+}
+
+/* Beat-synchronous features v (n, BEAT_DIMS): the mean flux of each band
+ * over each half of beat k, divided by the band's song mean (mean, per
+ * band). Means, not peaks: they change when the playing changes, not from
+ * hit to hit. */
+static void beat_features(double *v, const d2m_features *f, const double *mean, const double *beats,
+                          int n)
+{
     for (int k = 0; k < n; k++) {
-        double period = k + 1 < n ? beats[k + 1] - beats[k] : beats[k] - beats[k - 1];
         for (int half = 0; half < 2; half++) {
-            int64_t t0 = (int64_t)llround((beats[k] + 0.5 * half * period) * f->frame_rate);
-            int64_t t1 = (int64_t)llround((beats[k] + 0.5 * (half + 1) * period) * f->frame_rate);
-            if (t0 < 0) t0 = 0;
-            if (t1 > f->frames) t1 = f->frames;
+            int64_t t0, t1;
+            beat_window(&t0, &t1, f, beats, n, k, 0.5 * half, 0.5 * (half + 1));
             double *out = v + (size_t)k * BEAT_DIMS + half * D2M_NBANDS;
             for (int b = 0; b < D2M_NBANDS; b++) {
                 double s = 0.0;
@@ -380,18 +390,14 @@ static void beat_features(double *v, const d2m_features *f, const double *beats,
     }
 }
 
-/* Activity a (n) around each beat: the band-balanced flux within a quarter
- * beat of it (the beat's own hits, not the off-beat's). */
-static void beat_activity(double *a, const d2m_features *f, const double *beats, int n)
+/* Activity a (n) around each beat: the band-balanced flux (mean: per band)
+ * within a quarter beat of it (the beat's own hits, not the off-beat's). */
+static void beat_activity(double *a, const d2m_features *f, const double *mean, const double *beats,
+                          int n)
 {
-    double mean[D2M_NBANDS];
-    for (int b = 0; b < D2M_NBANDS; b++) mean[b] = band_mean(f->band_flux[b], f->frames) + 1e-9;
     for (int k = 0; k < n; k++) {
-        double period = k + 1 < n ? beats[k + 1] - beats[k] : beats[k] - beats[k - 1];
-        int64_t t0 = (int64_t)llround((beats[k] - 0.25 * period) * f->frame_rate);
-        int64_t t1 = (int64_t)llround((beats[k] + 0.25 * period) * f->frame_rate);
-        if (t0 < 0) t0 = 0;
-        if (t1 > f->frames) t1 = f->frames;
+        int64_t t0, t1;
+        beat_window(&t0, &t1, f, beats, n, k, -0.25, 0.25);
         double s = 0.0;
         for (int64_t t = t0; t < t1; t++)
             for (int b = 0; b < D2M_NBANDS; b++) s += f->band_flux[b][t] / mean[b];
@@ -406,17 +412,14 @@ static void beat_activity(double *a, const d2m_features *f, const double *beats,
  * beats 1 and 3 in the grooves that put the snare on 2 and 4. It cannot
  * tell beat 1 from beat 3 (the novelty and the start do that), and is near
  * 0 in grooves without a backbeat. */
-static void backbeat_cue(double *backbeat, const d2m_features *f, const double *beats, int n)
+static void backbeat_cue(double *backbeat, const d2m_features *f, const double *mean, const double *beats,
+                         int n)
 {
-    double mean[D2M_NBANDS], snare[4] = {0}, total = 1e-9;
+    double snare[4] = {0}, total = 1e-9;
     int count[4] = {0};
-    for (int b = 0; b < D2M_NBANDS; b++) mean[b] = band_mean(f->band_flux[b], f->frames) + 1e-9;
     for (int k = 0; k < n; k++) {
-        double period = k + 1 < n ? beats[k + 1] - beats[k] : beats[k] - beats[k - 1];
-        int64_t t0 = (int64_t)llround((beats[k] - 0.125 * period) * f->frame_rate);
-        int64_t t1 = (int64_t)llround((beats[k] + 0.125 * period) * f->frame_rate);
-        if (t0 < 0) t0 = 0;
-        if (t1 > f->frames) t1 = f->frames;
+        int64_t t0, t1;
+        beat_window(&t0, &t1, f, beats, n, k, -0.125, 0.125);
         if (t1 <= t0) continue;
         double s = 0.0;
         for (int64_t t = t0; t < t1; t++) s += f->band_flux[1][t] / mean[1] + f->band_flux[3][t] / mean[3];
@@ -469,8 +472,10 @@ static int choose_downbeat_phase(const d2m_features *f, const double *beats, int
         free(act);
         return D2M_ERR_NOMEM;
     }
-    beat_features(v, f, beats, n);
-    beat_activity(act, f, beats, n);
+    double mean[D2M_NBANDS]; /* each band's song mean: the cues' scale */
+    for (int b = 0; b < D2M_NBANDS; b++) mean[b] = band_mean(f->band_flux[b], f->frames) + 1e-9;
+    beat_features(v, f, mean, beats, n);
+    beat_activity(act, f, mean, beats, n);
     double mean_act = 0.0;
     for (int k = 0; k < n; k++) {
         const double *row = v + (size_t)k * BEAT_DIMS, *prev = sum + (size_t)k * BEAT_DIMS;
@@ -504,7 +509,7 @@ static int choose_downbeat_phase(const d2m_features *f, const double *beats, int
     double total = STEADY_CHANGE * windows;
     for (int ph = 0; ph < 4; ph++) total += novelty[ph];
     double backbeat[4];
-    backbeat_cue(backbeat, f, beats, n);
+    backbeat_cue(backbeat, f, mean, beats, n);
     int best = 0;
     double best_score = -INFINITY;
     for (int ph = 0; ph < 4; ph++) {
