@@ -3,7 +3,7 @@
  * Layout: d2m_audio.data is interleaved float, (frames, channels), nominally
  * in [-1, 1]; decoders may leave float sources' overshoot unclipped.
  * Threading: pure functions on caller-owned data; safe on any thread. */
-#include "audio/audio.h"
+#include "audio/audio_internal.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -33,19 +33,27 @@ void d2m_audio_free(d2m_audio *a)
     memset(a, 0, sizeof *a);
 }
 
+void audio_reader_pad(float *dst, int64_t first, int64_t count, int64_t frames, int channels, int64_t *lo,
+                      int64_t *hi)
+{
+    const int64_t end = first + count;
+    *lo = first < 0 ? 0 : first;
+    *hi = end > frames ? frames : end;
+    if (*hi <= *lo) {
+        memset(dst, 0, (size_t)(count * channels) * sizeof *dst);
+        return;
+    }
+    memset(dst, 0, (size_t)((*lo - first) * channels) * sizeof *dst);
+    memset(dst + (*hi - first) * channels, 0, (size_t)((end - *hi) * channels) * sizeof *dst);
+}
+
 static int buffer_read(void *user, float *dst, int64_t first, int64_t count, d2m_error *err)
 {
     const d2m_audio *a = user;
     const int c = a->channels;
-    const int64_t end = first + count;
-    int64_t lo = first < 0 ? 0 : first, hi = end > a->frames ? a->frames : end;
-    if (hi <= lo) {
-        memset(dst, 0, (size_t)(count * c) * sizeof *dst);
-        return 0;
-    }
-    memset(dst, 0, (size_t)((lo - first) * c) * sizeof *dst);
-    memcpy(dst + (lo - first) * c, a->data + lo * c, (size_t)((hi - lo) * c) * sizeof *dst);
-    memset(dst + (hi - first) * c, 0, (size_t)((end - hi) * c) * sizeof *dst);
+    int64_t lo, hi;
+    audio_reader_pad(dst, first, count, a->frames, c, &lo, &hi);
+    if (hi > lo) memcpy(dst + (lo - first) * c, a->data + lo * c, (size_t)((hi - lo) * c) * sizeof *dst);
     return 0;
 }
 

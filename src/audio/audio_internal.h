@@ -44,4 +44,11 @@ int audio_decode_mp3_fd_to(const audio_decode_sink *sink, d2m_decode_info *info,
 void audio_convert_channels(float *out, int out_channels, const float *in, int64_t frames,
                             int in_channels);
 
+/* For an audio_reader's read: zeros the frames of dst (count, channels),
+ * which start at frame first, that lie outside [0, frames), and sets
+ * [*lo, *hi) to the frames inside, which the reader fills; *hi <= *lo when
+ * none are. */
+void audio_reader_pad(float *dst, int64_t first, int64_t count, int64_t frames, int channels, int64_t *lo,
+                      int64_t *hi);
+
 #endif

@@ -7,7 +7,7 @@
  * folder: known writable, and not a RAM-backed /tmp) and unlinked at once,
  * so nothing is left behind even if the process dies.
  * Threading: appending from one thread; reads (pread) from any number. */
-#include "audio/audio.h"
+#include "audio/audio_internal.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -52,23 +52,27 @@ int audio_temp_new(audio_temp **out, const char *dir, int channels, int sample_r
     return 0;
 }
 
-static int write_all(int fd, const unsigned char *b, size_t n, d2m_error *err)
+/* n bytes from b into the file at offset. */
+static int pwrite_all(int fd, const unsigned char *b, size_t n, off_t offset, d2m_error *err)
 {
     while (n > 0) {
-        ssize_t w = write(fd, b, n);
+        ssize_t w = pwrite(fd, b, n, offset);
         if (w < 0 && errno == EINTR) continue;
         if (w <= 0)
             return d2m_fail(err, D2M_ERR_IO, "cannot write a temporary audio file: %s",
                             w < 0 ? strerror(errno) : "disk full?");
         b += w;
         n -= (size_t)w;
+        offset += w;
     }
     return 0;
 }
 
 int audio_temp_flush(audio_temp *t, d2m_error *err)
 {
-    int rc = write_all(t->fd, t->buffer, t->buffered, err);
+    off_t end = lseek(t->fd, 0, SEEK_END); /* what earlier flushes wrote */
+    int rc = end < 0 ? d2m_fail(err, D2M_ERR_IO, "cannot write a temporary audio file: %s", strerror(errno))
+                     : pwrite_all(t->fd, t->buffer, t->buffered, end, err);
     t->buffered = 0;
     return rc;
 }
@@ -95,20 +99,8 @@ int audio_temp_append(audio_temp *t, const float *x, int64_t frames, d2m_error *
 int audio_temp_write(audio_temp *t, const float *x, int64_t first, int64_t count, d2m_error *err)
 {
     assert(t->buffered == 0 && first >= 0 && first + count <= t->frames);
-    const unsigned char *b = (const unsigned char *)x;
-    size_t n = (size_t)(count * t->channels) * sizeof *x;
-    off_t offset = (off_t)(first * t->channels) * (off_t)sizeof *x;
-    while (n > 0) {
-        ssize_t w = pwrite(t->fd, b, n, offset);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0)
-            return d2m_fail(err, D2M_ERR_IO, "cannot write a temporary audio file: %s",
-                            w < 0 ? strerror(errno) : "disk full?");
-        b += w;
-        n -= (size_t)w;
-        offset += w;
-    }
-    return 0;
+    return pwrite_all(t->fd, (const unsigned char *)x, (size_t)(count * t->channels) * sizeof *x,
+                      (off_t)(first * t->channels) * (off_t)sizeof *x, err);
 }
 
 static int temp_read(void *user, float *dst, int64_t first, int64_t count, d2m_error *err)
@@ -116,14 +108,9 @@ static int temp_read(void *user, float *dst, int64_t first, int64_t count, d2m_e
     const audio_temp *t = user;
     const int c = t->channels;
     assert(t->buffered == 0); /* audio_temp_flush comes before reading */
-    const int64_t end = first + count;
-    int64_t lo = first < 0 ? 0 : first, hi = end > t->frames ? t->frames : end;
-    if (hi <= lo) {
-        memset(dst, 0, (size_t)(count * c) * sizeof *dst);
-        return 0;
-    }
-    memset(dst, 0, (size_t)((lo - first) * c) * sizeof *dst);
-    memset(dst + (hi - first) * c, 0, (size_t)((end - hi) * c) * sizeof *dst);
+    int64_t lo, hi;
+    audio_reader_pad(dst, first, count, t->frames, c, &lo, &hi);
+    if (hi <= lo) return 0;
     unsigned char *b = (unsigned char *)(dst + (lo - first) * c);
     size_t n = (size_t)((hi - lo) * c) * sizeof *dst;
     off_t offset = (off_t)(lo * c) * (off_t)sizeof *dst;
