@@ -2,6 +2,7 @@
 #include "web/files.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,6 +77,18 @@ fail:
     fclose(f);
     free(buf);
     return NULL;
+}
+
+int files_write_all(int fd, const char *data, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, data, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return -1;
+        data += w;
+        n -= (size_t)w;
+    }
+    return 0;
 }
 
 int files_write_text_atomic(const char *path, const char *text)

@@ -17,6 +17,10 @@ long long files_tree_bytes(const char *path, int depth);
  * missing, unreadable or longer than max bytes. */
 char *files_read_text(const char *path, size_t max);
 
+/* All n bytes of data to fd (a file, pipe or socket), retrying short and
+ * interrupted writes. Returns 0 or -1 (errno set). */
+int files_write_all(int fd, const char *data, size_t n);
+
 /* Writes text to path through path.tmp and a rename. Returns 0 or -1. */
 int files_write_text_atomic(const char *path, const char *text);
 

@@ -27,6 +27,7 @@
 
 #include "audio/audio.h"
 #include "web/assets.h"
+#include "web/files.h"
 
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
@@ -403,18 +404,6 @@ static int parse_tempo(const char *s, double *out)
 
 /* ----------------------------------------------------------------- uploads */
 
-static int write_all(int fd, const char *data, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, data, n);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return -1;
-        data += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 static void drop_upload(request *r)
 {
     if (r->fd >= 0) close(r->fd);
@@ -451,7 +440,7 @@ static enum MHD_Result on_form_field(void *cls, enum MHD_ValueKind kind, const c
             drop_upload(r);
             return MHD_YES;
         }
-        if (size && write_all(r->fd, data, size) != 0) {
+        if (size && files_write_all(r->fd, data, size) != 0) {
             r->write_failed = 1;
             drop_upload(r);
             return MHD_YES;

@@ -29,18 +29,6 @@ extern char **environ;
 
 /* ------------------------------------------------------------ line output */
 
-static int write_all(int fd, const char *text, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, text, n);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return -1;
-        text += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* Progress goes to the server as "p STAGE FRACTION OVERALL" lines, at most
  * one per 0.2% unless the stage changes. The runner never cancels itself;
  * the server kills it. */
@@ -60,7 +48,7 @@ static int on_progress(void *user, const char *stage, double fraction, double ov
     snprintf(line, sizeof line, "p %.31s %.4f %.4f\n", stage, fraction, overall);
     for (char *ch = line + 2; *ch && *ch != ' '; ch++)
         if (*ch < 0x21 || *ch > 0x7e) *ch = '_';
-    write_all(c->fd, line, strlen(line));
+    files_write_all(c->fd, line, strlen(line));
     return 0;
 }
 
@@ -317,7 +305,7 @@ int web_runner_main(int argc, char **argv)
         for (char *c = err.message; *c; c++)
             if (*c == '\n' || *c == '\r') *c = ' ';
         snprintf(answer, sizeof answer, "end %d %s\n", rc, rc ? err.message : "");
-        if (write_all(STDOUT_FILENO, answer, strlen(answer))) break;
+        if (files_write_all(STDOUT_FILENO, answer, strlen(answer))) break;
         malloc_trim(0); /* the song's buffers go back to the system while idle; the model stays */
     }
     d2m_engine_free(engine);
@@ -405,7 +393,7 @@ int runner_run(runner *r, const runner_work *w, runner_progress_fn progress, run
     int sent = 0;
     for (int attempt = 0; attempt < 2 && !sent; attempt++) {
         if (r->pid <= 0 && start(r, err)) return err->code;
-        sent = write_all(r->to, request, len) == 0;
+        sent = files_write_all(r->to, request, len) == 0;
         if (!sent) reap(r, NULL);
     }
     if (!sent) return d2m_fail(err, D2M_ERR_INTERNAL, "cannot reach the job runner");
