@@ -1,7 +1,7 @@
 /* Speed and memory of the native HTDemucs on the real model.
  *
  *   demucs_speed [--model PATH | --random] [--threads N]
- *                [--gemm auto|avx512|blas|reference] [--runs N] [--stages]
+ *                [--gemm auto|amx|avx512|blas|reference] [--runs N] [--stages]
  *
  * Runs one 7.8 s segment --runs times (after one untimed warm-up pass) and
  * prints the median seconds per segment, the achieved GFLOP/s (convolutions,
@@ -100,11 +100,12 @@ int main(int argc, char **argv)
             random = 1;
         else if (!strcmp(argv[i], "--gemm") && i + 1 < argc) {
             const char *g = argv[++i];
-            gemm = !strcmp(g, "avx512") ? NN_GEMM_AVX512 : !strcmp(g, "blas") ? NN_GEMM_BLAS
+            gemm = !strcmp(g, "avx512") ? NN_GEMM_AVX512 : !strcmp(g, "amx") ? NN_GEMM_AMX
+                   : !strcmp(g, "blas") ? NN_GEMM_BLAS
                    : !strcmp(g, "reference") ? NN_GEMM_REFERENCE : NN_GEMM_AUTO;
         } else {
             fprintf(stderr, "usage: %s [--model PATH | --random] [--threads N] "
-                            "[--gemm auto|avx512|blas|reference] [--runs N] [--stages]\n", argv[0]);
+                            "[--gemm auto|amx|avx512|blas|reference] [--runs N] [--stages]\n", argv[0]);
             return 2;
         }
     }

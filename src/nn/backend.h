@@ -154,7 +154,8 @@ typedef enum {
     NN_GEMM_AUTO = 0,      /* the fastest available on this machine */
     NN_GEMM_REFERENCE = 1, /* plain C loops (the oracle for the others) */
     NN_GEMM_BLAS = 2,      /* the linked BLAS's sgemm (nn/blas) */
-    NN_GEMM_AVX512 = 3     /* own AVX-512 kernel; falls back when the CPU lacks it */
+    NN_GEMM_AVX512 = 3,    /* own AVX-512 kernel */
+    NN_GEMM_AMX = 4        /* own AMX kernel, float32-accurate (three bfloat16 terms) */
 } nn_gemm_kind;
 
 /* The CPU backend with n_threads worker threads in all (the calling thread

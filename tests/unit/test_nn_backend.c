@@ -40,7 +40,8 @@ typedef struct {
 } kernel;
 
 static const kernel kernels[] = {
-    {NN_GEMM_REFERENCE, "reference"}, {NN_GEMM_AVX512, "avx512"}, {NN_GEMM_BLAS, "blas"}};
+    {NN_GEMM_REFERENCE, "reference"}, {NN_GEMM_AVX512, "avx512"}, {NN_GEMM_AMX, "amx"},
+    {NN_GEMM_BLAS, "blas"}};
 
 /* ---- gemm ------------------------------------------------------------------- */
 

@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 /* Per-thread packing scratch every sgemm kernel may use (floats). */
-#define NN_GEMM_PACK_FLOATS (256 * 1024)
+#define NN_GEMM_PACK_FLOATS (512 * 1024)
 
 /* C (m, n) = alpha * op(A) op(B) + beta * C, row-major, one thread. pack is
  * NN_GEMM_PACK_FLOATS floats of scratch, 64-byte aligned. */
@@ -34,6 +34,9 @@ typedef void (*nn_conv_gemm_fn)(float *y, int64_t ldy, const float *w, const flo
 nn_sgemm_fn nn_sgemm_avx512(void);
 nn_conv_gemm_fn nn_conv_gemm_avx512(void);
 nn_sgemm_fn nn_sgemm_blas(void);
+/* Also NULL when the OS does not grant the tile state. */
+nn_sgemm_fn nn_sgemm_amx(void);
+nn_conv_gemm_fn nn_conv_gemm_amx(void);
 
 /* Elementwise kernels over n contiguous values; the reference versions are
  * plain C, the fast ones (when the CPU has AVX-512) are checked against

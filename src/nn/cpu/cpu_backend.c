@@ -36,6 +36,7 @@ typedef struct {
     nn_pool *pool;
     nn_sgemm_fn sgemm;
     nn_conv_gemm_fn conv_gemm; /* NULL: convolutions go through an im2col buffer */
+    int row_align;             /* rows per kernel block, for splitting C by rows */
     const nn_vec_kernels *vec;
     float **pack; /* (threads) (NN_GEMM_PACK_FLOATS) packing scratch per thread */
 } cpu_state;
@@ -67,6 +68,8 @@ static void run(nn_pool *pool, nn_task_fn fn, void *ctx, int n_tasks)
 }
 
 static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+/* floor(a / b) for b > 0 and any sign of a. */
+static int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
@@ -96,7 +99,8 @@ static void gemm_task(void *ctx, int task, int thread)
 {
     gemm_job *g = ctx;
     if (g->split_rows) {
-        int64_t i0 = chunk_start(g->m, g->parts, task, 24), i1 = chunk_start(g->m, g->parts, task + 1, 24);
+        int al = g->st->row_align;
+        int64_t i0 = chunk_start(g->m, g->parts, task, al), i1 = chunk_start(g->m, g->parts, task + 1, al);
         if (i1 <= i0) return;
         const float *a = g->ta ? g->a + i0 : g->a + i0 * g->lda;
         g->st->sgemm(g->ta, g->tb, (int)(i1 - i0), g->n, g->k, g->alpha, a, g->lda, g->b, g->ldb,
@@ -124,10 +128,21 @@ static void cpu_gemm(nn_backend *be, int ta, int tb, int m, int n, int k, float 
         run(st->pool, gemm_task, &g, 1);
         return;
     }
+    if (st->row_align == 32) {
+        /* The AMX kernel packs both operands on every call, and its product
+         * is fast enough for the packing to matter: one call per thread,
+         * split along the longer side (each call packs its part of that
+         * operand and all of the other). */
+        g.split_rows = m >= n;
+        int64_t extent = g.split_rows ? m : n, align = g.split_rows ? 32 : 64;
+        g.parts = (int)min64(threads, max64(1, extent / align));
+        run(st->pool, gemm_task, &g, g.parts);
+        return;
+    }
     /* Columns when there are enough: each thread then packs only its part
      * of B (the kernels read a row-major A in place). */
     g.split_rows = n < 128 * threads;
-    int64_t extent = g.split_rows ? m : n, align = g.split_rows ? 24 : 64;
+    int64_t extent = g.split_rows ? m : n, align = g.split_rows ? st->row_align : 64;
     /* A few parts per thread, so that a thread the OS holds back is made up
      * for by the others; splitting columns costs nothing extra. */
     int per_thread = g.split_rows ? 1 : 4;
@@ -303,14 +318,21 @@ static void conv_transpose_task(void *ctx, int task, int thread)
         /* yt (c_out*kernel, ncols) = w^T (c_out*kernel, c_in) x (c_in, ncols) */
         j->st->sgemm(1, 0, rows, (int)ncols, p->c_in, 1.0f, j->w, rows, j->x + i0 * inner,
                      p->x_cstride, 0.0f, yt, ncols, j->st->pack[thread]);
-        for (int64_t i = i0; i < i0 + ni; i++) {
-            for (int co = 0; co < p->c_out; co++) {
-                for (int k = 0; k < K; k++) {
-                    int64_t o = i * p->stride + k - p->crop;
-                    if (o < o0 || o >= o1) continue;
-                    float *dst = j->y + co * p->y_cstride + o * inner;
-                    const float *src = yt + (int64_t)(co * K + k) * ncols + (i - i0) * inner;
-                    j->st->vec->axpy(dst, src, 1.0f, inner);
+        /* Taps in descending order, so each output gets its inputs in
+         * ascending order: o = i * stride + k - crop. */
+        for (int co = 0; co < p->c_out; co++) {
+            float *yc = j->y + co * p->y_cstride;
+            for (int k = K - 1; k >= 0; k--) {
+                const float *src = yt + (int64_t)(co * K + k) * ncols - i0 * inner;
+                int64_t shift = p->crop - k; /* i * stride = o + shift */
+                int64_t ia = max64(i0, floor_div(o0 + shift + p->stride - 1, p->stride));
+                int64_t ib = min64(i0 + ni, floor_div(o1 - 1 + shift, p->stride) + 1);
+                if (inner == 1) {
+                    for (int64_t i = ia; i < ib; i++) yc[i * p->stride - shift] += src[i];
+                } else {
+                    for (int64_t i = ia; i < ib; i++)
+                        j->st->vec->axpy(yc + (i * p->stride - shift) * inner, src + i * inner,
+                                         1.0f, inner);
                 }
             }
         }
@@ -683,24 +705,25 @@ nn_backend *nn_backend_cpu_new(int n_threads, nn_gemm_kind gemm, d2m_error *err)
         return NULL;
     }
     nn_sgemm_fn kernel = NULL;
+    nn_conv_gemm_fn conv_gemm = NULL;
     const char *name = NULL;
     switch (gemm) {
     case NN_GEMM_AUTO:
-        if ((kernel = nn_sgemm_avx512())) name = "cpu-avx512";
+        if ((kernel = nn_sgemm_amx())) conv_gemm = nn_conv_gemm_amx(), name = "cpu-amx";
+        else if ((kernel = nn_sgemm_avx512())) conv_gemm = nn_conv_gemm_avx512(), name = "cpu-avx512";
         else if ((kernel = nn_sgemm_blas())) name = "cpu-blas";
         else kernel = nn_sgemm_reference, name = "cpu-reference";
         break;
     case NN_GEMM_REFERENCE: kernel = nn_sgemm_reference, name = "cpu-reference"; break;
-    case NN_GEMM_BLAS:
-        kernel = nn_sgemm_blas(), name = "cpu-blas";
-        break;
+    case NN_GEMM_BLAS: kernel = nn_sgemm_blas(), name = "cpu-blas"; break;
     case NN_GEMM_AVX512:
-        kernel = nn_sgemm_avx512(), name = "cpu-avx512";
+        kernel = nn_sgemm_avx512(), conv_gemm = nn_conv_gemm_avx512(), name = "cpu-avx512";
         break;
+    case NN_GEMM_AMX: kernel = nn_sgemm_amx(), conv_gemm = nn_conv_gemm_amx(), name = "cpu-amx"; break;
     }
     if (!kernel) {
-        d2m_fail(err, D2M_ERR_INVALID, "this build or CPU has no %s matrix multiply",
-                 gemm == NN_GEMM_BLAS ? "BLAS" : "AVX-512");
+        d2m_fail(err, D2M_ERR_INVALID, "this build, CPU or OS has no %s matrix multiply",
+                 gemm == NN_GEMM_BLAS ? "BLAS" : gemm == NN_GEMM_AMX ? "AMX" : "AVX-512");
         return NULL;
     }
     nn_backend *be = calloc(1, sizeof *be);
@@ -728,7 +751,8 @@ nn_backend *nn_backend_cpu_new(int n_threads, nn_gemm_kind gemm, d2m_error *err)
     be->add_scaled = cpu_add_scaled;
     be->parallel = cpu_parallel;
     st->sgemm = kernel;
-    if (kernel == nn_sgemm_avx512()) st->conv_gemm = nn_conv_gemm_avx512();
+    st->conv_gemm = conv_gemm;
+    st->row_align = kernel == nn_sgemm_amx() ? 32 : 24;
     st->vec = &nn_vec_reference;
     if (gemm != NN_GEMM_REFERENCE && nn_vec_avx512()) st->vec = nn_vec_avx512();
     st->pack = calloc((size_t)n_threads, sizeof *st->pack);

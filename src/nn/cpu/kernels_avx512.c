@@ -22,6 +22,7 @@
  * Threading: none inside; the backend runs one call per block of C.
  */
 #include "cpu.h"
+#include "pack_avx512.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -30,46 +31,20 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 
-#define TARGET __attribute__((target("avx512f,avx512dq,fma")))
+#define TARGET NN_AVX512_TARGET
 
-enum { MR = 12, NR = 32, KC = 256, MC = 192, NC = 768 };
+enum { MR = 12, NR = NN_PANEL_COLS, KC = 256, MC = 192, NC = 768 };
 _Static_assert(KC * NC + MC * KC <= NN_GEMM_PACK_FLOATS, "packs exceed the scratch");
 
 /* ---- packing -------------------------------------------------------------- */
 
-/* Transpose the 16 x 16 block in r (row i in r[i]) in registers. */
-TARGET static inline void transpose16(__m512 r[16])
-{
-    __m512 t[16];
-    for (int i = 0; i < 8; i++) {
-        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-    for (int i = 0; i < 4; i++) {
-        r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
-        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xee);
-        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
-        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xee);
-    }
-    for (int i = 0; i < 4; i++) {
-        int base = i < 2 ? 0 : 8, k = i % 2 ? 0xdd : 0x88;
-        for (int j = 0; j < 4; j++)
-            t[4 * i + j] = k == 0x88 ? _mm512_shuffle_f32x4(r[base + j], r[base + 4 + j], 0x88)
-                                     : _mm512_shuffle_f32x4(r[base + j], r[base + 4 + j], 0xdd);
-    }
-    for (int j = 0; j < 8; j++) {
-        r[j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0x88);
-        r[8 + j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0xdd);
-    }
-}
-
 /* dst (kc, NR) panels for columns [j0, j0 + nc) of op(B), rows [p0, p0 + kc). */
 TARGET static void pack_b(float *dst, const float *b, int64_t ldb, int trans, int p0, int kc,
-                          int j0, int nc)
+                          int j0, int nc, int64_t panel_len)
 {
     for (int jp = 0; jp < nc; jp += NR) {
         int w = nc - jp < NR ? nc - jp : NR;
-        float *panel = dst + (int64_t)jp * kc;
+        float *panel = dst + jp / NR * panel_len;
         if (!trans) {
             __mmask16 m0 = w >= 16 ? 0xffff : (__mmask16)((1u << w) - 1);
             __mmask16 m1 = w >= 32 ? 0xffff : w > 16 ? (__mmask16)((1u << (w - 16)) - 1) : 0;
@@ -92,7 +67,7 @@ TARGET static void pack_b(float *dst, const float *b, int64_t ldb, int trans, in
                     r[i] = i < cols ? _mm512_maskz_loadu_ps(
                                           mk, b + (int64_t)(j0 + jp + c0 + i) * ldb + p0 + q)
                                     : _mm512_setzero_ps();
-                transpose16(r);
+                nn_transpose16(r);
                 for (int i = 0; i < rows; i++) _mm512_storeu_ps(panel + (q + i) * NR + c0, r[i]);
             }
         }
@@ -208,16 +183,6 @@ TARGET static void tile_rows(int kc, const float *a, int64_t lda, const float *b
 #undef ROW
 #undef TILE_BODY
 
-/* Where op(B)'s chunks come from: a stored matrix, or a convolution's
- * input read through the im2col index map. */
-typedef struct {
-    const float *b;
-    int64_t ldb;
-    int trans;
-    const nn_conv *conv; /* non-NULL: B = im2col(x = b) columns from position q0 */
-    int64_t q0;
-} b_source;
-
 /* A run of consecutive output positions within one output row and one
  * packed panel. */
 typedef struct {
@@ -237,7 +202,8 @@ static inline __mmask16 bit_range(int64_t lo, int64_t hi)
 
 /* im2col rows [p0, p0 + kc) for output positions q0 + [j0, j0 + nc), written
  * straight into (kc, NR) panels. */
-TARGET static void pack_conv(float *dst, const b_source *src, int p0, int kc, int j0, int nc)
+TARGET static void pack_conv(float *dst, const nn_b_source *src, int p0, int kc, int j0, int nc,
+                             int64_t panel_len)
 {
     const nn_conv *p = src->conv;
     conv_piece pieces[NC + NC / NR]; /* at worst one per position plus one per panel */
@@ -258,7 +224,7 @@ TARGET static void pack_conv(float *dst, const b_source *src, int p0, int kc, in
         const float *xc = src->b + ci * p->x_cstride;
         for (int k = 0; k < np; k++) {
             const conv_piece *pc = &pieces[k];
-            float *d = dst + (int64_t)pc->panel * NR * kc + r * NR + pc->offset;
+            float *d = dst + pc->panel * panel_len + r * NR + pc->offset;
             int64_t irow = pc->orow * p->stride_rows - p->pad_rows + (int64_t)ki * p->dil_rows;
             int64_t c0 = pc->ocol * p->stride_cols - p->pad_cols + (int64_t)kj * p->dil_cols;
             if (irow < 0 || irow >= p->in_rows) {
@@ -280,14 +246,27 @@ TARGET static void pack_conv(float *dst, const b_source *src, int p0, int kc, in
             }
         }
         if (last_w < NR) {
-            float *d = dst + (int64_t)((nc - 1) / NR) * NR * kc + r * NR;
+            float *d = dst + (nc - 1) / NR * panel_len + r * NR;
             for (int s = last_w; s < NR; s++) d[s] = 0.0f;
         }
     }
 }
 
+TARGET void nn_pack_b_avx512(float *dst, const nn_b_source *src, int p0, int kc, int j0, int nc,
+                             int64_t panel_len)
+{
+    if (src->conv)
+        pack_conv(dst, src, p0, kc, j0, nc, panel_len);
+    else
+        pack_b(dst, src->b, src->ldb, src->trans, p0, kc, j0, nc, panel_len);
+    if (panel_len > (int64_t)kc * NR)
+        for (int jp = 0; jp < nc; jp += NR)
+            memset(dst + jp / NR * panel_len + (int64_t)kc * NR, 0,
+                   (size_t)(panel_len - (int64_t)kc * NR) * sizeof *dst);
+}
+
 TARGET static void gemm_core(int trans_a, int m, int n, int k, float alpha, const float *a,
-                             int64_t lda, const b_source *bs, float beta, const float *bias,
+                             int64_t lda, const nn_b_source *bs, float beta, const float *bias,
                              float *c, int64_t ldc, float *pack)
 {
     if (m <= 0 || n <= 0) return;
@@ -305,10 +284,7 @@ TARGET static void gemm_core(int trans_a, int m, int n, int k, float alpha, cons
         int nc = n - j0 < NC ? n - j0 : NC;
         for (int p0 = 0; p0 < k; p0 += KC) {
             int kc = k - p0 < KC ? k - p0 : KC;
-            if (bs->conv)
-                pack_conv(bp, bs, p0, kc, j0, nc);
-            else
-                pack_b(bp, bs->b, bs->ldb, bs->trans, p0, kc, j0, nc);
+            nn_pack_b_avx512(bp, bs, p0, kc, j0, nc, (int64_t)kc * NR);
             for (int i0 = 0; i0 < m; i0 += MC) {
                 int mc = m - i0 < MC ? m - i0 : MC;
                 if (trans_a) pack_a_transposed(ap, a, lda, i0, mc, p0, kc);
@@ -336,7 +312,7 @@ TARGET static void sgemm_avx512(int trans_a, int trans_b, int m, int n, int k, f
                                 const float *a, int64_t lda, const float *b, int64_t ldb,
                                 float beta, float *c, int64_t ldc, float *pack)
 {
-    b_source bs = {b, ldb, trans_b, NULL, 0};
+    nn_b_source bs = {b, ldb, trans_b, NULL, 0};
     gemm_core(trans_a, m, n, k, alpha, a, lda, &bs, beta, NULL, c, ldc, pack);
 }
 
@@ -347,8 +323,8 @@ TARGET static void conv_gemm_avx512(float *y, int64_t ldy, const float *w, const
                                     int pointwise, float *pack)
 {
     int kdim = p->c_in * p->k_rows * p->k_cols;
-    b_source bs = {x + q0, p->x_cstride, 0, NULL, 0};
-    if (!pointwise) bs = (b_source){x, 0, 0, p, q0};
+    nn_b_source bs = {x + q0, p->x_cstride, 0, NULL, 0};
+    if (!pointwise) bs = (nn_b_source){x, 0, 0, p, q0};
     gemm_core(0, p->c_out, n, kdim, 1.0f, w, kdim, &bs, 0.0f, bias, y, ldy, pack);
 }
 

@@ -1,0 +1,64 @@
+/* What the AVX-512 matrix-multiply kernel shares with the AMX one
+ * (kernels_amx.c): where op(B) comes from, its packer into (kc, 32)
+ * single-precision panels, and a 16 x 16 register transpose. Only for code
+ * that already checked the CPU has AVX-512. */
+#ifndef D2M_NN_PACK_AVX512_H
+#define D2M_NN_PACK_AVX512_H
+
+#include "nn/backend.h"
+
+#include <stdint.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+
+#define NN_AVX512_TARGET __attribute__((target("avx512f,avx512dq,fma")))
+
+/* Width of one packed panel of op(B), in columns. */
+enum { NN_PANEL_COLS = 32 };
+
+/* Where op(B)'s chunks come from: a stored matrix, or a convolution's
+ * input read through the im2col index map. */
+typedef struct {
+    const float *b;
+    int64_t ldb;
+    int trans;
+    const nn_conv *conv; /* non-NULL: B = im2col(x = b) columns from position q0 */
+    int64_t q0;
+} nn_b_source;
+
+/* dst (NN_PANEL_COLS-column) panels panel_len floats apart, each holding
+ * rows [p0, p0 + kc) of its columns of op(B), columns [j0, j0 + nc) in all,
+ * nc <= 768; columns past nc in the last panel are zeros, and so are the
+ * rows from kc to panel_len / NN_PANEL_COLS. */
+void nn_pack_b_avx512(float *dst, const nn_b_source *src, int p0, int kc, int j0, int nc,
+                      int64_t panel_len);
+
+/* Transpose the 16 x 16 block in r (row i in r[i]) in registers. */
+NN_AVX512_TARGET static inline void nn_transpose16(__m512 r[16])
+{
+    __m512 t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xee);
+        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xee);
+    }
+    for (int i = 0; i < 4; i++) {
+        int base = i < 2 ? 0 : 8, k = i % 2 ? 0xdd : 0x88;
+        for (int j = 0; j < 4; j++)
+            t[4 * i + j] = k == 0x88 ? _mm512_shuffle_f32x4(r[base + j], r[base + 4 + j], 0x88)
+                                     : _mm512_shuffle_f32x4(r[base + j], r[base + 4 + j], 0xdd);
+    }
+    for (int j = 0; j < 8; j++) {
+        r[j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0x88);
+        r[8 + j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0xdd);
+    }
+}
+
+#endif
+#endif
