@@ -705,6 +705,7 @@ int main(void)
                                            segment_out.n);
         test_threads_do_not_change_results(w, NN_GEMM_AVX512, "avx512", &segment_in,
                                            segment_out.n);
+        test_threads_do_not_change_results(w, NN_GEMM_AMX, "amx", &segment_in, segment_out.n);
     }
     test_apply_matches_reference(w);
     test_stream_apply_equals_pass_after_pass(w);

@@ -2,7 +2,7 @@
  * (matrix multiply with every transpose and odd sizes, convolutions of
  * every kind the model uses, transposed convolution, norms, activations,
  * softmax, attention), for every kernel this machine has (reference,
- * AVX-512, BLAS), and the same bits for 1 and 3 threads. */
+ * AVX-512, AMX, BLAS), and the same bits for 1 and 3 threads. */
 #include "nn/backend.h"
 #include "test.h"
 

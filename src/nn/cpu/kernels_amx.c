@@ -52,9 +52,9 @@ enum {
     STEP = 32,                 /* inner-dimension values per tile product */
     TILE_U16 = TILE * STEP,    /* bfloat16 values in one 1 KB tile */
     PLANES = 3,                /* bfloat16 terms per float */
-    KC = 128, /* B's 32-column panel (24 KB) stays in L1 while A streams */
-    NC = 1024,
-    MC = 128
+    KC = 256, /* a C block sums 8 steps between stores; B's 32 columns (48 KB) stay near L1 */
+    NC = 512,
+    MC = 64   /* A's block (96 KB) stays in L2 */
 };
 enum { PACK_COLS = 512 }; /* columns per call of the float packer (<= 768) */
 _Static_assert(KC % STEP == 0 && NC % (2 * TILE) == 0 && MC % (2 * TILE) == 0, "blocking");
