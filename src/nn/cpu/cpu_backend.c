@@ -37,6 +37,7 @@ typedef struct {
     nn_sgemm_fn sgemm;
     nn_conv_gemm_fn conv_gemm; /* NULL: convolutions go through an im2col buffer */
     int row_align;             /* rows per kernel block, for splitting C by rows */
+    int packs_both;            /* the kernel packs A and B on every call (AMX) */
     const nn_vec_kernels *vec;
     float **pack; /* (threads) (NN_GEMM_PACK_FLOATS) packing scratch per thread */
 } cpu_state;
@@ -128,7 +129,7 @@ static void cpu_gemm(nn_backend *be, int ta, int tb, int m, int n, int k, float 
         run(st->pool, gemm_task, &g, 1);
         return;
     }
-    if (st->row_align == 32) {
+    if (st->packs_both) {
         /* The AMX kernel packs both operands on every call, and its product
          * is fast enough for the packing to matter: one call per thread,
          * split along the longer side (each call packs its part of that
@@ -752,7 +753,8 @@ nn_backend *nn_backend_cpu_new(int n_threads, nn_gemm_kind gemm, d2m_error *err)
     be->parallel = cpu_parallel;
     st->sgemm = kernel;
     st->conv_gemm = conv_gemm;
-    st->row_align = kernel == nn_sgemm_amx() ? 32 : 24;
+    st->packs_both = kernel == nn_sgemm_amx();
+    st->row_align = st->packs_both ? 32 : 24;
     st->vec = &nn_vec_reference;
     if (gemm != NN_GEMM_REFERENCE && nn_vec_avx512()) st->vec = nn_vec_avx512();
     st->pack = calloc((size_t)n_threads, sizeof *st->pack);
