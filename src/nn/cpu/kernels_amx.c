@@ -263,9 +263,8 @@ TARGET static void store_1x2(float *cbuf)
 }
 #undef TERM_PRODUCTS
 
-/* C tile (mr x nr, mr, nr <= 32) from cbuf: the first chunk C = alpha*AB +
- * beta*C (beta == 0: C not read) + bias[row], later chunks C += alpha*AB;
- * the same arithmetic as the AVX-512 kernel's store. */
+/* A C block (mr x nr, both <= 32) waiting in cbuf to be stored into C by
+ * nn_store_c_row, the AVX-512 kernel's store. */
 typedef struct {
     const float *cbuf; /* NULL: nothing pending */
     float *c;
@@ -276,32 +275,10 @@ typedef struct {
 TARGET static void store_block(const pending_block *pb, int64_t ldc, float alpha, float beta)
 {
     if (!pb->cbuf) return;
-    const float *cbuf = pb->cbuf, *bias = pb->bias;
-    float *c = pb->c;
-    int mr = pb->mr, nr = pb->nr, first = pb->first;
-    __mmask16 m0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
-    __mmask16 m1 = nr >= 32 ? 0xffff : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1) : 0;
-    __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-    for (int r = 0; r < mr; r++) {
-        float *cr = c + r * ldc;
-        __m512 lo = _mm512_mul_ps(va, _mm512_load_ps(cbuf + r * 32));
-        __m512 hi = _mm512_mul_ps(va, _mm512_load_ps(cbuf + r * 32 + 16));
-        if (!first) {
-            lo = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, cr), lo);
-            hi = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, cr + 16), hi);
-        } else {
-            if (beta != 0.0f) {
-                lo = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, cr), lo);
-                hi = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, cr + 16), hi);
-            }
-            if (bias) {
-                lo = _mm512_add_ps(lo, _mm512_set1_ps(bias[r]));
-                hi = _mm512_add_ps(hi, _mm512_set1_ps(bias[r]));
-            }
-        }
-        _mm512_mask_storeu_ps(cr, m0, lo);
-        _mm512_mask_storeu_ps(cr + 16, m1, hi);
-    }
+    for (int r = 0; r < pb->mr; r++)
+        nn_store_c_row(pb->c + r * ldc, _mm512_load_ps(pb->cbuf + r * 32),
+                       _mm512_load_ps(pb->cbuf + r * 32 + 16), pb->nr, pb->first, alpha, beta,
+                       pb->bias ? pb->bias + r : NULL);
 }
 
 /* ---- the blocked product ------------------------------------------------------------ */
@@ -312,9 +289,7 @@ TARGET static void gemm_core(int trans_a, int m, int n, int k, float alpha, cons
 {
     if (m <= 0 || n <= 0) return;
     if (k <= 0 || alpha == 0.0f) {
-        for (int i = 0; i < m; i++)
-            for (int j = 0; j < n; j++)
-                c[i * ldc + j] = (beta == 0.0f ? 0.0f : beta * c[i * ldc + j]) + (bias ? bias[i] : 0.0f);
+        nn_gemm_no_products(m, n, beta, bias, c, ldc);
         return;
     }
     uint16_t *bp = (uint16_t *)pack;                           /* B's planes */

@@ -96,28 +96,9 @@ TARGET static void pack_a_transposed(float *dst, const float *a, int64_t lda, in
 TARGET static inline void store_tile(__m512 acc[MR][2], float *c, int64_t ldc, int mr, int nr,
                                      int first, float alpha, float beta, const float *bias)
 {
-    __mmask16 m0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
-    __mmask16 m1 = nr >= 32 ? 0xffff : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1) : 0;
-    __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-    for (int r = 0; r < mr; r++) {
-        float *cr = c + r * ldc;
-        __m512 lo = _mm512_mul_ps(va, acc[r][0]), hi = _mm512_mul_ps(va, acc[r][1]);
-        if (!first) {
-            lo = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, cr), lo);
-            hi = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, cr + 16), hi);
-        } else {
-            if (beta != 0.0f) {
-                lo = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, cr), lo);
-                hi = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, cr + 16), hi);
-            }
-            if (bias) {
-                lo = _mm512_add_ps(lo, _mm512_set1_ps(bias[r]));
-                hi = _mm512_add_ps(hi, _mm512_set1_ps(bias[r]));
-            }
-        }
-        _mm512_mask_storeu_ps(cr, m0, lo);
-        _mm512_mask_storeu_ps(cr + 16, m1, hi);
-    }
+    for (int r = 0; r < mr; r++)
+        nn_store_c_row(c + r * ldc, acc[r][0], acc[r][1], nr, first, alpha, beta,
+                       bias ? bias + r : NULL);
 }
 
 /* The 12 x 32 product over kc steps; AROW(r) is row r's value at step p. */
@@ -271,9 +252,7 @@ TARGET static void gemm_core(int trans_a, int m, int n, int k, float alpha, cons
 {
     if (m <= 0 || n <= 0) return;
     if (k <= 0 || alpha == 0.0f) {
-        for (int i = 0; i < m; i++)
-            for (int j = 0; j < n; j++)
-                c[i * ldc + j] = (beta == 0.0f ? 0.0f : beta * c[i * ldc + j]) + (bias ? bias[i] : 0.0f);
+        nn_gemm_no_products(m, n, beta, bias, c, ldc);
         return;
     }
     /* A row-major is read in place: packing it would cost as much as the

@@ -60,5 +60,46 @@ NN_AVX512_TARGET static inline void nn_transpose16(__m512 r[16])
     }
 }
 
+/* One row of a C tile from its products (lo: columns 0-15, hi: 16-31),
+ * nr <= 32 columns stored: the first inner chunk C = alpha*AB + beta*C
+ * (beta == 0: C not read) + *bias when bias is given, later chunks
+ * C += alpha*AB. */
+NN_AVX512_TARGET static inline void nn_store_c_row(float *cr, __m512 lo, __m512 hi, int nr,
+                                                   int first, float alpha, float beta,
+                                                   const float *bias)
+{
+    __mmask16 m0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
+    __mmask16 m1 = nr >= 32 ? 0xffff : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1) : 0;
+    __m512 va = _mm512_set1_ps(alpha);
+    lo = _mm512_mul_ps(va, lo);
+    hi = _mm512_mul_ps(va, hi);
+    if (!first) {
+        lo = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, cr), lo);
+        hi = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, cr + 16), hi);
+    } else {
+        if (beta != 0.0f) {
+            __m512 vb = _mm512_set1_ps(beta);
+            lo = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, cr), lo);
+            hi = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, cr + 16), hi);
+        }
+        if (bias) {
+            lo = _mm512_add_ps(lo, _mm512_set1_ps(*bias));
+            hi = _mm512_add_ps(hi, _mm512_set1_ps(*bias));
+        }
+    }
+    _mm512_mask_storeu_ps(cr, m0, lo);
+    _mm512_mask_storeu_ps(cr + 16, m1, hi);
+}
+
 #endif
+
+/* C (m, n) = beta * C (beta == 0: C not read) + bias[row]: a product with
+ * no inner dimension or alpha == 0. */
+static inline void nn_gemm_no_products(int m, int n, float beta, const float *bias, float *c,
+                                       int64_t ldc)
+{
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++)
+            c[i * ldc + j] = (beta == 0.0f ? 0.0f : beta * c[i * ldc + j]) + (bias ? bias[i] : 0.0f);
+}
 #endif
