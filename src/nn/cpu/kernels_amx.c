@@ -200,10 +200,11 @@ TARGET static void split_b_panel(uint16_t *dst, const float *panel, int steps)
     _tile_loadd(7, b1, 64);                                                                   \
     DP
 
-/* C block (32 x 32) over `steps` steps into tiles 0-3; store_2x2 then
- * writes them to a 32 x 32 float buffer. The caller puts work between the
- * two that does not wait for the products (the previous block's store). */
-TARGET static void block_2x2(const uint16_t *a, const uint16_t *b, int steps)
+/* A C block of 16 or 32 rows (two_rows) by 32 columns over `steps` steps
+ * into tiles 0-1 (rows 0-15) and 2-3 (rows 16-31); block_store then writes
+ * them to a 32 x 32 float buffer. The caller puts work between the two that
+ * does not wait for the products (the previous block's store). */
+TARGET static void block_products(const uint16_t *a, const uint16_t *b, int steps, int two_rows)
 {
     const int64_t stride = (int64_t)steps * PLANES * TILE_U16; /* to the next row / column block */
     __asm__ volatile("" ::: "memory"); /* the packs are written: tile loads are asm */
@@ -211,55 +212,48 @@ TARGET static void block_2x2(const uint16_t *a, const uint16_t *b, int steps)
     _tile_zero(1);
     _tile_zero(2);
     _tile_zero(3);
-    for (int s = 0; s < steps; s++) {
-        const uint16_t *a0 = a + (int64_t)s * PLANES * TILE_U16, *a1 = a0 + stride;
-        const uint16_t *b0 = b + (int64_t)s * PLANES * TILE_U16, *b1 = b0 + stride;
-#define LOAD_A(q)                                                                             \
+    /* the block height is tested once, outside the loop over steps */
+#define STEP_OPERANDS                                                                         \
+    const uint16_t *a0 = a + (int64_t)s * PLANES * TILE_U16;                                  \
+    const uint16_t *b0 = b + (int64_t)s * PLANES * TILE_U16, *b1 = b0 + stride
+#define LOAD_A2(q)                                                                            \
     _tile_loadd(4, a0 + (q) * TILE_U16, 64);                                                  \
-    _tile_loadd(5, a1 + (q) * TILE_U16, 64)
-#define DP                                                                                    \
+    _tile_loadd(5, a0 + stride + (q) * TILE_U16, 64)
+#define DP2                                                                                   \
     _tile_dpbf16ps(0, 4, 6);                                                                  \
     _tile_dpbf16ps(1, 4, 7);                                                                  \
     _tile_dpbf16ps(2, 5, 6);                                                                  \
     _tile_dpbf16ps(3, 5, 7)
-        TERM_PRODUCTS(LOAD_A, DP);
-#undef LOAD_A
-#undef DP
-    }
-}
-
-TARGET static void store_2x2(float *cbuf)
-{
-    _tile_stored(0, cbuf, 128);
-    _tile_stored(1, cbuf + TILE, 128);
-    _tile_stored(2, cbuf + TILE * 32, 128);
-    _tile_stored(3, cbuf + TILE * 32 + TILE, 128);
-}
-
-/* The same for a 16-row block (tiles 0-1; rows 16-31 of cbuf untouched). */
-TARGET static void block_1x2(const uint16_t *a, const uint16_t *b, int steps)
-{
-    const int64_t stride = (int64_t)steps * PLANES * TILE_U16;
-    __asm__ volatile("" ::: "memory");
-    _tile_zero(0);
-    _tile_zero(1);
-    for (int s = 0; s < steps; s++) {
-        const uint16_t *a0 = a + (int64_t)s * PLANES * TILE_U16;
-        const uint16_t *b0 = b + (int64_t)s * PLANES * TILE_U16, *b1 = b0 + stride;
-#define LOAD_A(q) _tile_loadd(4, a0 + (q) * TILE_U16, 64)
-#define DP                                                                                    \
+#define LOAD_A1(q) _tile_loadd(4, a0 + (q) * TILE_U16, 64)
+#define DP1                                                                                   \
     _tile_dpbf16ps(0, 4, 6);                                                                  \
     _tile_dpbf16ps(1, 4, 7)
-        TERM_PRODUCTS(LOAD_A, DP);
-#undef LOAD_A
-#undef DP
+    if (two_rows) {
+        for (int s = 0; s < steps; s++) {
+            STEP_OPERANDS;
+            TERM_PRODUCTS(LOAD_A2, DP2);
+        }
+    } else {
+        for (int s = 0; s < steps; s++) {
+            STEP_OPERANDS;
+            TERM_PRODUCTS(LOAD_A1, DP1);
+        }
     }
+#undef STEP_OPERANDS
+#undef LOAD_A2
+#undef DP2
+#undef LOAD_A1
+#undef DP1
 }
 
-TARGET static void store_1x2(float *cbuf)
+TARGET static void block_store(float *cbuf, int two_rows)
 {
     _tile_stored(0, cbuf, 128);
     _tile_stored(1, cbuf + TILE, 128);
+    if (two_rows) {
+        _tile_stored(2, cbuf + TILE * 32, 128);
+        _tile_stored(3, cbuf + TILE * 32 + TILE, 128);
+    }
 }
 #undef TERM_PRODUCTS
 
@@ -332,15 +326,9 @@ TARGET static void gemm_core(int trans_a, int m, int n, int k, float alpha, cons
                         float *cbuf = cbufs + flip * (2 * TILE) * (2 * TILE);
                         /* The products run on the tile unit while the
                          * previous block is stored into C. */
-                        if (mr > TILE)
-                            block_2x2(at, bt, steps);
-                        else
-                            block_1x2(at, bt, steps);
+                        block_products(at, bt, steps, mr > TILE);
                         store_block(&pending, ldc, alpha, beta);
-                        if (mr > TILE)
-                            store_2x2(cbuf);
-                        else
-                            store_1x2(cbuf);
+                        block_store(cbuf, mr > TILE);
                         pending = (pending_block){cbuf, c + (int64_t)(i0 + ip) * ldc + j0 + jp, mr,
                                                   nr, p0 == 0, bias ? bias + i0 + ip : NULL};
                         flip ^= 1;
