@@ -3,14 +3,14 @@
  * Intel's AMX tile unit (Sapphire Rapids and later) multiplies bfloat16
  * matrices into float32 accumulators, 3.2 TFLOP/s on one core measured here,
  * about sixteen times the AVX-512 FMA units' float32 peak; but one bfloat16
- * keeps only 8 of a float's 24 significant bits. So each float is split into three bfloat16 terms,
- * x = x0 + x1 + x2 (x0 = bf16(x), x1 = bf16(x - x0), x2 = bf16(x - x0 - x1),
- * exact for normal floats), and a product a*b is summed as the six terms
- * down to 2^-16 relative: a0b0 + a0b1 + a1b0 + a0b2 + a1b1 + a2b0. What is
- * left out is of order 2^-24, float32's own rounding, and the sums run in
- * float32; the result matches the AVX-512 kernel to float rounding (the
- * tests hold it to the same bound against double precision, and the
- * Demucs parity tests to the same SNR). Even with six products per
+ * keeps only 8 of a float's 24 significant bits. So each float is split
+ * into three bfloat16 terms, x = x0 + x1 + x2 (x0 = bf16(x), x1 = bf16(x -
+ * x0), x2 = bf16(x - x0 - x1), exact for normal floats), and a product a*b
+ * is summed as the six terms down to 2^-16 relative: a0b0 + a0b1 + a1b0 +
+ * a0b2 + a1b1 + a2b0. What is left out is of order 2^-24, float32's own
+ * rounding, and the sums run in float32; the result matches the AVX-512
+ * kernel to float rounding (the tests hold it to the same bound against
+ * double precision, and the Demucs parity tests to the same SNR). Even with six products per
  * multiply-add and the splitting, it runs the model's large products about
  * 1.5 times as fast as the AVX-512 kernel (the packing, not the tile unit,
  * now bounds it).
@@ -356,8 +356,7 @@ TARGET static void conv_gemm_amx(float *y, int64_t ldy, const float *w, const fl
                                  int pointwise, float *pack)
 {
     int kdim = p->c_in * p->k_rows * p->k_cols;
-    nn_b_source bs = {x + q0, p->x_cstride, 0, NULL, 0};
-    if (!pointwise) bs = (nn_b_source){x, 0, 0, p, q0};
+    nn_b_source bs = nn_conv_b_source(x, p, q0, pointwise);
     gemm_core(0, p->c_out, n, kdim, 1.0f, w, kdim, &bs, 0.0f, bias, y, ldy, pack);
 }
 

@@ -302,8 +302,7 @@ TARGET static void conv_gemm_avx512(float *y, int64_t ldy, const float *w, const
                                     int pointwise, float *pack)
 {
     int kdim = p->c_in * p->k_rows * p->k_cols;
-    nn_b_source bs = {x + q0, p->x_cstride, 0, NULL, 0};
-    if (!pointwise) bs = (nn_b_source){x, 0, 0, p, q0};
+    nn_b_source bs = nn_conv_b_source(x, p, q0, pointwise);
     gemm_core(0, p->c_out, n, kdim, 1.0f, w, kdim, &bs, 0.0f, bias, y, ldy, pack);
 }
 

@@ -1,7 +1,8 @@
 /* What the AVX-512 matrix-multiply kernel shares with the AMX one
  * (kernels_amx.c): where op(B) comes from, its packer into (kc, 32)
- * single-precision panels, and a 16 x 16 register transpose. Only for code
- * that already checked the CPU has AVX-512. */
+ * single-precision panels, a 16 x 16 register transpose, the store of a
+ * C row and the product with nothing to sum. Only for code that already
+ * checked the CPU has AVX-512. */
 #ifndef D2M_NN_PACK_AVX512_H
 #define D2M_NN_PACK_AVX512_H
 
@@ -26,6 +27,16 @@ typedef struct {
     const nn_conv *conv; /* non-NULL: B = im2col(x = b) columns from position q0 */
     int64_t q0;
 } nn_b_source;
+
+/* op(B) of a convolution's matrix multiply for output positions from q0:
+ * x itself (channels as rows) when the conv is pointwise, else its im2col
+ * columns. */
+static inline nn_b_source nn_conv_b_source(const float *x, const nn_conv *p, int64_t q0,
+                                           int pointwise)
+{
+    if (pointwise) return (nn_b_source){x + q0, p->x_cstride, 0, NULL, 0};
+    return (nn_b_source){x, 0, 0, p, q0};
+}
 
 /* dst (NN_PANEL_COLS-column) panels panel_len floats apart, each holding
  * rows [p0, p0 + kc) of its columns of op(B), columns [j0, j0 + nc) in all,
@@ -100,6 +111,7 @@ static inline void nn_gemm_no_products(int m, int n, float beta, const float *bi
 {
     for (int i = 0; i < m; i++)
         for (int j = 0; j < n; j++)
-            c[i * ldc + j] = (beta == 0.0f ? 0.0f : beta * c[i * ldc + j]) + (bias ? bias[i] : 0.0f);
+            c[i * ldc + j] =
+                (beta == 0.0f ? 0.0f : beta * c[i * ldc + j]) + (bias ? bias[i] : 0.0f);
 }
 #endif
